@@ -1,0 +1,124 @@
+"""The two stateless entry points: ``invert`` an image, ``reconstruct`` it from the result."""
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import Tensor
+
+from . import samplers
+from .errors import InversaError
+from .methods import get_method
+from .model import Condition, Embeds, Model, Schedule, load_model
+from .result import Inversion
+
+
+def _as_model(model) -> Model:
+    return load_model(model) if isinstance(model, str) else model
+
+
+def _as_images(image, size: int | None) -> Tensor:
+    from .images import load_image
+
+    if isinstance(image, Tensor):
+        return image if image.ndim == 4 else image[None]
+    if isinstance(image, str):
+        return load_image(image, size)
+    if isinstance(image, (list, tuple)):
+        return torch.cat([_as_images(i, size) for i in image])
+    raise InversaError(f"cannot invert an object of type {type(image).__name__}; give a path or a tensor")
+
+
+def condition_of(model: Model, inv: Inversion) -> Condition:
+    """Re-encode the inversion's prompts (embeddings are derived, never stored)."""
+    return model.condition(inv.prompts, inv.guidance, inv.negative)
+
+
+def schedule_of(model: Model, inv: Inversion, steps: int | None = None) -> Schedule:
+    sched = model.schedule_from_timesteps(inv.timesteps, inv.spacing)
+    sched = Schedule(sched.timesteps, torch.tensor(inv.alphas, dtype=torch.float64),
+                     torch.tensor(inv.sigmas, dtype=torch.float64), inv.spacing)
+    return model.resample(sched, steps) if steps else sched
+
+
+def invert(model, image, prompt: str | list[str] = "", *, method: str = "ddim", steps: int = 50,
+           guidance: float = 1.0, negative: str | list[str] | None = "", spacing: str | None = None,
+           strength: float = 1.0, size: int | None = None, keep_trajectory: bool = False, **config) -> Inversion:
+    """Find the noise from which ``model`` regenerates ``image`` with ``method``.
+
+    ``image`` is a path, a list of paths or a (B, 3, H, W) tensor in [-1, 1] (for the
+    Gaussian oracle: the data itself). Extra keywords configure the method.
+    """
+    model = _as_model(model)
+    spec = get_method(method)
+    unknown = set(config) - set(spec.options())
+    if unknown:
+        raise InversaError(f"method {method} has no option {', '.join(sorted(unknown))}; "
+                           f"options: {', '.join(spec.options()) or 'none'}")
+    images = _as_images(image, size)
+    n = images.shape[0]
+    prompts = [prompt] * n if isinstance(prompt, str) else list(prompt)
+    if len(prompts) != n:
+        raise InversaError(f"{len(prompts)} prompts for {n} images")
+    z0 = model.encode(images)
+    condition = model.condition(prompts, guidance, negative)
+    schedule = model.schedule(steps, spacing, strength)
+    model.nfe = 0
+    start = time.perf_counter()
+    opts = {"keep_trajectory": keep_trajectory} if "keep_trajectory" in spec.options() else {}
+    trace = spec.invert(model, z0, condition, schedule, **opts, **config)
+    seconds = time.perf_counter() - start
+    negs = None if condition.uncond is None else ([negative] * n if isinstance(negative, str) else list(negative))
+    return Inversion(
+        method=method, model=model.name, x_T=trace.x_T.detach(), z0=z0.detach(),
+        timesteps=schedule.timesteps.tolist(), alphas=schedule.alphas.tolist(), sigmas=schedule.sigmas.tolist(),
+        prompts=prompts, negative=negs, guidance=float(guidance), spacing=schedule.spacing, family=model.family,
+        prediction=model.prediction, config={k: v for k, v in config.items()}, state=trace.state,
+        trajectory=torch.stack(trace.trajectory).detach() if keep_trajectory and trace.trajectory else None,
+        steps=trace.steps, stats={"seconds": seconds, "nfe": model.nfe / n, **schedule.terminal()},
+        image_size=list(images.shape[-2:]))
+
+
+def denoise(model: Model, x_T: Tensor, schedule: Schedule, condition: Condition,
+            state: dict[str, Tensor] | None = None) -> Tensor:
+    """The deterministic sampler from ``x_T``, replaying side state a method recorded.
+
+    ``guidance_t``/``guidance_w``: per-step guidance keyed by timestep (nearest is used
+    when sampling on other timesteps); ``uncond_hidden``: per-step unconditional
+    embeddings (N, B, L, D).
+    """
+    state = state or {}
+    x = x_T
+    for i in range(len(schedule)):
+        t = float(schedule.timesteps[i])
+        cond, w = condition, None
+        if "guidance_w" in state:
+            w = guidance_at(state, t)
+        if "uncond_hidden" in state:
+            cond = Condition(condition.cond, Embeds(state["uncond_hidden"][i], condition.uncond.pooled
+                                                    if condition.uncond is not None else None), condition.guidance)
+        out = model.predict(x, t, cond, w)
+        x = samplers.step(model.prediction, x, out, *schedule.levels(i))
+    return x
+
+
+def guidance_at(state: dict[str, Tensor], t: float):
+    """The recorded guidance scale of the nearest recorded timestep (per sample if recorded so)."""
+    ts = state["guidance_t"].double()
+    j = int((ts - t).abs().argmin())
+    w = state["guidance_w"][j]
+    return w if w.ndim else float(w)
+
+
+def reconstruct(model, inv: Inversion, steps: int | None = None, decode: bool = True) -> Tensor:
+    """Regenerate the image (or latent, ``decode=False``) from an inversion; ``steps`` may differ from inversion."""
+    model = _as_model(model)
+    spec = get_method(inv.method)
+    schedule = schedule_of(model, inv, steps)
+    condition = condition_of(model, inv)
+    with torch.no_grad():
+        if spec.sample is not None:
+            z = spec.sample(model, inv, schedule, condition)
+        else:
+            z = denoise(model, inv.x_T, schedule, condition, inv.state)
+    return model.decode(z) if decode else z

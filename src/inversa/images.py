@@ -1,0 +1,85 @@
+"""Reading images for inversion: one clear error for anything we cannot read faithfully."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .errors import InversaError
+
+
+def load_image(path: str, size: int | None = None, notes: list | None = None) -> Tensor:
+    """Image file -> (1, 3, H, W) tensor in [-1, 1].
+
+    Grayscale is repeated to RGB, RGBA is composited over white and 16-bit data is
+    scaled by its true range (a plain ``convert('RGB')`` would clip it); each such
+    conversion is reported in ``notes``. ``size`` centre-crops to a square and resizes.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.exists(path):
+        raise InversaError(f"image file {path} does not exist")
+    if os.path.isdir(path):
+        raise InversaError(f"{path} is a folder, not an image file")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            arr = _to_rgb(im, notes if notes is not None else [])
+    except UnidentifiedImageError:
+        raise InversaError(f"{path} is not a readable image (unknown or corrupt format)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InversaError(f"{path} is a corrupt or truncated image ({exc})") from None
+    return to_tensor(arr, size)
+
+
+def _to_rgb(im, notes: list) -> np.ndarray:
+    """Float RGB array in [0, 1] from any PIL mode we understand."""
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        peak = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
+        notes.append(f"{mode} grayscale image scaled by 1/{int(peak)} and repeated to RGB")
+        arr = np.clip(arr / peak, 0, 1)
+        return np.repeat(arr[..., None], 3, axis=2)
+    if mode == "F":
+        raise InversaError("floating-point images are not supported; save the image as 8- or 16-bit PNG")
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.float64) / 255.0
+        alpha = rgba[..., 3:4]
+        if (alpha < 1).any():
+            notes.append("transparent pixels composited over white")
+        return rgba[..., :3] * alpha + (1 - alpha)
+    if mode in ("L", "1"):
+        notes.append("grayscale image repeated to RGB")
+    if mode == "CMYK":
+        notes.append("CMYK image converted to RGB")
+    return np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0
+
+
+def to_tensor(arr: np.ndarray, size: int | None = None) -> Tensor:
+    """HxWx3 float array in [0, 1] (or uint8) -> (1, 3, H, W) in [-1, 1], optionally square-cropped to ``size``."""
+    if arr.dtype == np.uint8:
+        arr = arr.astype(np.float64) / 255.0
+    x = torch.from_numpy(np.ascontiguousarray(arr)).float().permute(2, 0, 1)[None]
+    if size:
+        h, w = x.shape[-2:]
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        x = x[..., top:top + side, left:left + side]
+        if side != size:
+            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bicubic", antialias=side > size,
+                                                align_corners=False).clamp(0, 1)
+    return x * 2 - 1
+
+
+def save_image(x: Tensor, path: str) -> str:
+    """(3, H, W) or (1, 3, H, W) tensor in [-1, 1] -> PNG file."""
+    from PIL import Image
+
+    x = x[0] if x.ndim == 4 else x
+    arr = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    Image.fromarray(arr).save(path)
+    return path

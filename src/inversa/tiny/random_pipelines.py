@@ -1,0 +1,93 @@
+"""Tiny random-weight pipelines of every supported family, built from config.
+
+Tests and benchmarks save them to a folder and load them back through the same
+``from_pretrained`` path as a hub model, so no weights are ever downloaded.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import torch
+
+from .vocab import make_tokenizer
+
+FAMILIES = ("sd", "sd2v", "sdxl", "lcm", "sd3")
+
+
+def _text_encoder(tokenizer, hidden: int = 32, projection: int | None = None, seed: int = 0):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    cfg = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=37, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=77, projection_dim=projection or hidden,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, hidden_act="gelu")
+    torch.manual_seed(seed)
+    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(cfg).eval()
+
+
+def _vae(seed: int = 0, **kw):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
+                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                         norm_num_groups=32, sample_size=64, **kw).eval()
+
+
+def _unet(seed: int = 0, cross: int = 32, **kw):
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=1, sample_size=32, in_channels=4,
+                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=cross,
+                                attention_head_dim=8, norm_num_groups=32, **kw).eval()
+
+
+def build_pipeline(family: str, seed: int = 0):
+    """A tiny random pipeline of ``family`` (one of :data:`FAMILIES`); 64x64 images, 32x32 latents."""
+    import diffusers as d
+
+    tmp = tempfile.mkdtemp(prefix="inversa-tok-")
+    tok = make_tokenizer(tmp)
+    vp = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+              set_alpha_to_one=False, steps_offset=1)
+    if family in ("sd", "sd2v"):
+        sched = d.DDIMScheduler(**vp, prediction_type="v_prediction" if family == "sd2v" else "epsilon")
+        return d.StableDiffusionPipeline(vae=_vae(seed), text_encoder=_text_encoder(tok, seed=seed), tokenizer=tok,
+                                         unet=_unet(seed), scheduler=sched, safety_checker=None,
+                                         feature_extractor=None, requires_safety_checker=False)
+    if family == "lcm":
+        sched = d.LCMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                               set_alpha_to_one=True, steps_offset=1, original_inference_steps=50)
+        return d.LatentConsistencyModelPipeline(vae=_vae(seed), text_encoder=_text_encoder(tok, seed=seed),
+                                                tokenizer=tok, unet=_unet(seed, time_cond_proj_dim=32),
+                                                scheduler=sched, safety_checker=None, feature_extractor=None,
+                                                requires_safety_checker=False)
+    if family == "sdxl":
+        unet = _unet(seed, cross=64, addition_embed_type="text_time", addition_time_embed_dim=8,
+                     projection_class_embeddings_input_dim=6 * 8 + 32, use_linear_projection=True)
+        sched = d.EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                         steps_offset=1, timestep_spacing="leading")
+        return d.StableDiffusionXLPipeline(vae=_vae(seed), text_encoder=_text_encoder(tok, seed=seed),
+                                           text_encoder_2=_text_encoder(tok, projection=32, seed=seed + 1),
+                                           tokenizer=tok, tokenizer_2=tok, unet=unet, scheduler=sched)
+    if family == "sd3":
+        torch.manual_seed(seed)
+        net = d.SD3Transformer2DModel(sample_size=32, patch_size=1, in_channels=4, out_channels=4, num_layers=2,
+                                      attention_head_dim=8, num_attention_heads=4, joint_attention_dim=64,
+                                      caption_projection_dim=32, pooled_projection_dim=64).eval()
+        vae = _vae(seed, shift_factor=0.0609, scaling_factor=1.5035, use_quant_conv=False, use_post_quant_conv=False)
+        return d.StableDiffusion3Pipeline(transformer=net, scheduler=d.FlowMatchEulerDiscreteScheduler(shift=3.0),
+                                          vae=vae, text_encoder=_text_encoder(tok, projection=32, seed=seed),
+                                          tokenizer=tok, text_encoder_2=_text_encoder(tok, projection=32, seed=seed + 1),
+                                          tokenizer_2=tok, text_encoder_3=None, tokenizer_3=None)
+    raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
+
+
+def save_pipeline(family: str, folder: str | None = None, seed: int = 0) -> str:
+    """Build a tiny ``family`` pipeline and save it as a diffusers folder; returns the folder."""
+    folder = folder or os.path.join(tempfile.mkdtemp(prefix="inversa-"), family)
+    build_pipeline(family, seed).save_pretrained(folder)
+    return folder

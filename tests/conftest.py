@@ -1,0 +1,59 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def quiet_libraries():
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+
+
+@pytest.fixture(scope="session")
+def pipeline_dir(tmp_path_factory):
+    """Folders of tiny random pipelines, saved once per session: pipeline_dir('sd') -> path."""
+    from inversa.tiny.random_pipelines import save_pipeline
+
+    cache = {}
+
+    def get(family: str) -> str:
+        if family not in cache:
+            cache[family] = save_pipeline(family, str(tmp_path_factory.mktemp("pipes") / family))
+        return cache[family]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_model(pipeline_dir):
+    from inversa import load_model
+
+    cache = {}
+
+    def get(family: str, dtype: str = "float32"):
+        if (family, dtype) not in cache:
+            cache[family, dtype] = load_model(pipeline_dir(family), dtype=dtype)
+        return cache[family, dtype]
+
+    return get
+
+
+@pytest.fixture
+def photo(tmp_path):
+    """A real photo from scikit-image, saved as PNG at 64x64."""
+    from PIL import Image
+    from skimage import data
+
+    path = tmp_path / "astronaut.png"
+    Image.fromarray(data.astronaut()).resize((64, 64)).save(path)
+    return str(path)
