@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib
 import json
 import os
 import sys
 import time
 
 from .errors import InversaError
+
+
+# Modules that add a subcommand with ``add_command(subparsers)``; each sets ``run=fn(args) -> int``.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def parse_options(pairs: list[str] | None) -> dict:
@@ -148,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("methods", help="list inversion methods, their cost and options")
     p.set_defaults(run=run_methods)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_command(sub)
     return parser
 
 
