@@ -2,9 +2,9 @@
 from .api import denoise, invert, reconstruct
 from .errors import InversaError
 from .methods import available as available_methods
-from .model import Condition, Embeds, Model, Schedule, load_model
+from .model import Condition, DiffusersModel, Embeds, Model, Schedule, load_model
 from .result import Inversion
 
 __all__ = ["invert", "reconstruct", "denoise", "load_model", "Inversion", "Model", "Condition", "Embeds",
-           "Schedule", "InversaError", "available_methods"]
+           "Schedule", "DiffusersModel", "InversaError", "available_methods"]
 __version__ = "0.1.0"
