@@ -109,3 +109,16 @@ def test_unsupported_pipeline_is_named():
 
     with pytest.raises(InversaError, match="unsupported pipeline Fake; supported: StableDiffusion"):
         DiffusersModel(Fake())
+
+
+def test_non_finite_outputs_are_reported_not_propagated(pipeline_dir):
+    model = load_model(pipeline_dir("sd"))
+    with torch.no_grad():
+        model.net.conv_out.weight.fill_(float("inf"))
+    with pytest.raises(InversaError, match="produced NaN/inf at t=.*weights are broken"):
+        invert(model, _images(), steps=2)
+    half = load_model(pipeline_dir("sd"), dtype="float16")
+    with torch.no_grad():
+        half.net.conv_out.weight.fill_(float("inf"))
+    with pytest.raises(InversaError, match="half precision overflowed: run it in float32"):
+        invert(half, _images(), steps=2)

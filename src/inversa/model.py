@@ -359,7 +359,9 @@ class DiffusersModel(Model):
             out = self.net(x_in, tt, encoder_hidden_states=hidden, return_dict=False, **kw)[0]
         out = out.float().to(x.device)
         if not torch.isfinite(out).all():
-            raise InversaError(f"model {self.name} produced NaN/inf in {self.dtype}; run it in float32 (--dtype float32)")
+            hint = ("half precision overflowed: run it in float32 (--dtype float32)" if self.dtype in (torch.float16, torch.bfloat16)
+                    else "the input diverged or the weights are broken")
+            raise InversaError(f"model {self.name} produced NaN/inf at t={float(t):g}: {hint}")
         return out
 
 
