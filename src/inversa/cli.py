@@ -94,6 +94,7 @@ def run_invert(args) -> int:
     z_hat = reconstruct(model, inv, steps=args.sample_steps, decode=False)
     recon = model.decode(z_hat)
     metrics = summary(images, recon, inv.z0, z_hat)
+    metrics["vae_ceiling_psnr"] = summary(images, model.decode(inv.z0))["psnr"]  # the best any inversion can do
     metrics.update(inv.stats, method=inv.method, steps=inv.num_steps, reconstruct_seconds=time.perf_counter() - start)
     for k, path_in in enumerate(args.images):
         stem = os.path.splitext(os.path.basename(path_in))[0]
@@ -102,7 +103,7 @@ def run_invert(args) -> int:
     with open(os.path.join(args.output, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
     print(f"{inv.method} {inv.num_steps} steps: psnr {metrics['psnr']:.2f} dB  ssim {metrics['ssim']:.4f}  "
-          f"latent_mse {metrics['latent_mse']:.3e}  time {metrics['seconds']:.2f} s  nfe {metrics['nfe']:.0f}  "
+          f"latent_mse {metrics['latent_mse']:.3e}  (vae ceiling {metrics['vae_ceiling_psnr']:.2f} dB)  time {metrics['seconds']:.2f} s  nfe {metrics['nfe']:.0f}  "
           f"alpha_T {metrics['alpha_T']:.3f}  -> {path}")
     return 0
 
