@@ -9,6 +9,15 @@ from inversa.methods import get_method
 from inversa.methods.preciseinv import paper_lr, solve
 from inversa.metrics import latent_mse, relative_error
 from inversa.oracle import GaussianModel
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small solver workloads run faster on one thread than on two contended ones."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 from inversa.solvers import StepProblem, solve_paper
 
 
@@ -79,7 +88,7 @@ def test_tiny_sd_ten_steps_beats_ddim_a_hundredfold(tiny_model):
     model = tiny_model("sd")
     z0, cond, sched = _generated(model, 10)
     errs = {}
-    for name, cfg in (("ddim", {}), ("preciseinv", {"eta": 1e-10})):
+    for name, cfg in (("ddim", {}), ("preciseinv", {"eta": 1e-7})):
         trace = get_method(name).invert(model, z0, cond, sched, **cfg)
         with torch.no_grad():
             errs[name] = float(latent_mse(denoise(model, trace.x_T, sched, cond), z0))
@@ -91,7 +100,7 @@ def test_newton_needs_fewer_evaluations_than_the_paper_solver(tiny_model):
     z0, cond, sched = _generated(model, 4)
     levels, t = sched.levels(1), float(sched.timesteps[1])
     model.nfe = 0
-    _, paper = solve(model, z0, t, cond, levels, solver="paper", eta=1e-5, max_iters=30, z0=z0)
+    _, paper = solve(model, z0, t, cond, levels, solver="paper", eta=1e-5, max_iters=15, z0=z0)
     paper_cost = 2 * model.nfe  # forward + backward per iteration
     model.nfe = 0
     _, ours = solve(model, z0, t, cond, levels, solver="newton", eta=float(paper["residual"][0]), z0=z0)
