@@ -1,0 +1,117 @@
+"""PreciseInv: per step, find x_i whose sampler step lands on the already-solved x_{i+1}.
+
+The residual of step i is ``r(x) = A x + B out(x) - x_{i+1}`` (samplers.coefficients),
+so the result is a plain ``x_T`` that the stock deterministic sampler maps back to the
+latent. Every step starts from one naive inverse step (also for flow models, where the
+paper had none). ``solver="paper"`` is the paper's AdamW on ``eps`` (the baseline);
+``newton`` (default), ``gauss_newton`` and ``anderson`` are faster solvers from
+:mod:`inversa.solvers`. ``sampler="ddpm"`` instead keeps DDPM noise maps in closed form
+(edit-friendly: x_i drawn independently from q(x_i | z0), z_i = (x_{i+1} - mu(x_i)) / s_i)
+and uses the solver only for noiseless steps (the last one), so DDPM sampling with the
+stored maps reproduces the latent.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .. import samplers
+from ..errors import InversaError
+from ..solvers import SOLVERS, StepProblem, solve_anderson, solve_gauss_newton, solve_newton, solve_paper
+from . import Trace, backwards, register
+
+SAMPLERS = ("ddim", "ddpm")
+PAPER_ETA = {"fast": 1e-2, "precise": 1e-5}
+
+
+def paper_lr(model) -> float:
+    """The paper's AdamW learning rate by family: SD1.4 0.1, LCM-SD1.5 / SDXL 0.05, SD3 0.025."""
+    if model.prediction == "flow":
+        return 0.025
+    if model.family in ("lcm", "sdxl"):
+        return 0.05
+    return 0.1
+
+
+def solve(model, x_next, t, condition, levels, *, solver="newton", eta=1e-5, rtol=0.0, max_iters=None,
+          patience=None, lr=None, krylov=8, forcing=1e-3, jvp="fd", cg_iters=8, depth=5, warm_start=True,
+          z0=None, guidance=None):
+    """Solve one step for x_i given x_{i+1}; returns (x_i, info) with per-sample residual and iterations."""
+    if solver not in SOLVERS:
+        raise InversaError(f"unknown preciseinv solver {solver!r}; expected one of {', '.join(SOLVERS)}")
+    problem = StepProblem(model, t, condition, levels, x_next, guidance)
+    if warm_start:
+        out = model.predict(x_next, t, condition, guidance).to(x_next.dtype)
+        x_init = samplers.invert_step(model.prediction, x_next, out, *levels)
+    else:
+        x_init = x_next.clone()
+    if solver == "paper":
+        return solve_paper(problem, x_init, z0, levels[0], levels[1], lr=lr or paper_lr(model), eta=eta, rtol=rtol,
+                           max_iters=max_iters or 100, patience=0 if patience is None else patience)
+    patience = 3 if patience is None else patience
+    if solver == "newton":
+        return solve_newton(problem, x_init, eta=eta, rtol=rtol, max_iters=max_iters or 10, patience=patience,
+                            krylov=krylov, forcing=forcing, jvp=jvp)
+    if solver == "gauss_newton":
+        return solve_gauss_newton(problem, x_init, eta=eta, rtol=rtol, max_iters=max_iters or 10, patience=patience,
+                                  cg_iters=cg_iters, jvp=jvp)
+    return solve_anderson(problem, x_init, eta=eta, max_iters=max_iters or 20, depth=depth)
+
+
+def sample_noise_maps(model, inv, schedule, condition):
+    """DDPM sampling that replays the stored noise maps; plain deterministic sampling otherwise."""
+    from ..api import denoise
+
+    if "noise_maps" not in inv.state:
+        return denoise(model, inv.x_T, schedule, condition, inv.state)
+    maps = inv.state["noise_maps"]
+    if maps.shape[0] != len(schedule) or not torch.allclose(schedule.timesteps.double(),
+                                                            torch.tensor(inv.timesteps, dtype=torch.float64)):
+        raise InversaError(f"DDPM noise maps belong to the {maps.shape[0]} inversion steps; "
+                           f"reconstruct with the inversion's own steps (got {len(schedule)})")
+    x = inv.x_T
+    for i in range(len(schedule)):
+        levels = schedule.levels(i)
+        out = model.predict(x, float(schedule.timesteps[i]), condition)
+        x = samplers.step(model.prediction, x, out, *levels, noise=samplers.ddpm_noise(*levels),
+                          z=maps[i].to(x))
+    return x
+
+
+@register("preciseinv", sample=sample_noise_maps, cost="(NFE per solver iteration) x iters per step")
+@torch.no_grad()
+def invert(model, z0, condition, schedule, *, solver: str = "newton", eta: float = 1e-5, rtol: float = 0.0,
+           max_iters: int = 0, patience: int = -1, lr: float = 0.0, krylov: int = 8, forcing: float = 1e-3,
+           jvp: str = "fd", cg_iters: int = 8, depth: int = 5, warm_start: bool = True, sampler: str = "ddim",
+           seed: int = 0, keep_trajectory: bool = True):
+    """Optimise each step's noisy state so one sampler step maps it onto the solved next state (PreciseInv)."""
+    if sampler not in SAMPLERS:
+        raise InversaError(f"unknown preciseinv sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
+    if sampler == "ddpm" and model.prediction == "flow":
+        raise InversaError("sampler=ddpm needs a variance-preserving model (flow models have no DDPM step)")
+    opts = dict(solver=solver, eta=eta, rtol=rtol, max_iters=max_iters or None,
+                patience=None if patience < 0 else patience, lr=lr or None,
+                krylov=krylov, forcing=forcing, jvp=jvp, cg_iters=cg_iters, depth=depth, warm_start=warm_start)
+    n = z0.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    x, states, steps = z0, [z0], []
+    maps = torch.zeros(len(schedule), *z0.shape, dtype=z0.dtype) if sampler == "ddpm" else None
+    for i in backwards(schedule, f"preciseinv[{solver}]"):
+        start, nfe0 = time.perf_counter(), model.nfe
+        levels, t = schedule.levels(i), float(schedule.timesteps[i])
+        noise = samplers.ddpm_noise(*levels) if sampler == "ddpm" else 0.0
+        if noise > 0.0:  # closed form: fresh x_i from q(x_i | z0), noise map from the DDPM step
+            x_i = levels[0] * z0 + levels[1] * torch.randn(z0.shape, generator=gen, dtype=z0.dtype)
+            out = model.predict(x_i, t, condition)
+            mu = samplers.step(model.prediction, x_i, out, *levels, noise=noise)
+            maps[i] = (x - mu) / noise
+            info = {"residual": torch.zeros(n, dtype=torch.float64), "iters": torch.zeros(n, dtype=torch.long)}
+        else:
+            x_i, info = solve(model, x, t, condition, levels, z0=z0, **opts)
+        x = x_i.to(z0.dtype)
+        states.insert(0, x)
+        steps.insert(0, {"step": i, "residual": info["residual"].tolist(), "iters": info["iters"].tolist(),
+                         "nfe": (model.nfe - nfe0) / n, "seconds": time.perf_counter() - start})
+    state = {"noise_maps": maps} if maps is not None else {}
+    return Trace(x, states if keep_trajectory else None, state, steps)

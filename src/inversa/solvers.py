@@ -1,0 +1,308 @@
+"""Per-step root finders for ``r(x) = A x + B out(x) - y = 0`` (one sampler step landing on ``y``).
+
+Every solver works on a batch with per-sample convergence masks: finished samples
+leave the batch, so the network only ever sees the samples still being solved.
+A sample stops when its mean squared residual is below ``eta`` (absolute), below
+``rtol`` times its starting residual, after ``max_iters`` iterations, or when its
+best residual has not improved for ``patience`` iterations. Every solver returns
+the best iterate it evaluated, so the reported residual is that of the answer.
+
+Solvers:
+- ``paper``: AdamW on ``eps`` with ``x = alpha z0 + sigma eps`` (PreciseInv, NeurIPS 2025),
+  one forward + backward per iteration.
+- ``newton``: Jacobian-free Newton-Krylov. ``J = A I + B d out/dx`` is applied by a
+  finite difference (one forward) or forward-mode AD; the Newton system ``J d = -r``
+  is solved by GMRES per sample. Exact in one iteration on an affine model.
+- ``gauss_newton``: ``(J^T J) d = -J^T r`` by conjugate gradients (JVP by finite
+  difference, VJP by reverse mode on a graph built once per iteration).
+- ``anderson``: Anderson acceleration of the fixed-point form (see methods.fixed_point).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+SOLVERS = ("newton", "paper", "gauss_newton", "anderson")
+JVPS = ("fd", "forward")
+
+
+def msr(r: Tensor) -> Tensor:
+    """Mean squared residual per sample, float64."""
+    return r.detach().flatten(1).double().pow(2).mean(1)
+
+
+def _rows(v: Tensor, like: Tensor) -> Tensor:
+    """A per-sample vector shaped to broadcast over ``like``."""
+    return v.to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
+
+
+@dataclass
+class StepProblem:
+    """One inverse step: find ``x`` with ``A x + B out(x) = target`` (all samples, or the rows ``idx``)."""
+
+    model: object
+    t: float
+    condition: object
+    levels: tuple
+    target: Tensor
+    guidance: object = None
+    noise: float = 0.0
+
+    def __post_init__(self):
+        from .samplers import coefficients
+
+        self.A, self.B = coefficients(self.model.prediction, *self.levels, noise=self.noise)
+
+    def output(self, x: Tensor, idx: Tensor) -> Tensor:
+        from .methods.fixed_point import _select
+
+        n = self.target.shape[0]
+        cond = self.condition if len(idx) == n and bool((idx == torch.arange(n)).all()) else _select(self.condition, idx)
+        w = self.guidance[idx] if torch.is_tensor(self.guidance) and self.guidance.ndim else self.guidance
+        return self.model.predict(x, self.t, cond, w).to(x.dtype)
+
+    def residual(self, x: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.output(x, idx)
+        return self.A * x + self.B * out - self.target[idx].to(x.dtype), out
+
+    def jvp(self, x: Tensor, out: Tensor, v: Tensor, idx: Tensor, mode: str = "fd") -> Tensor:
+        """``J v`` at ``x`` (``out`` = out(x) already known), per sample."""
+        if mode == "forward":
+            import torch.autograd.forward_ad as fwad
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            with fwad.dual_level(), sdpa_kernel(SDPBackend.MATH):
+                tangent = fwad.unpack_dual(self.output(fwad.make_dual(x, v), idx)).tangent
+            return self.A * v + self.B * tangent
+        if mode != "fd":
+            raise ValueError(f"unknown jvp mode {mode!r}; expected one of {JVPS}")
+        eps = torch.finfo(getattr(self.model, "dtype", x.dtype)).eps
+        vn = v.flatten(1).norm(dim=1).clamp_min(1e-30)
+        h = math.sqrt(eps) * (1.0 + x.flatten(1).norm(dim=1)) / vn
+        hh = _rows(h, x)
+        return self.A * v + self.B * (self.output(x + hh * v, idx) - out) / hh
+
+
+class Monitor:
+    """Per-sample bookkeeping: best iterate, residuals, iterations and the stopping rules."""
+
+    def __init__(self, x: Tensor, eta: float, rtol: float, max_iters: int, patience: int):
+        n = x.shape[0]
+        self.best = x.clone()
+        self.res = torch.full((n,), float("inf"), dtype=torch.float64)
+        self.res0 = torch.full((n,), float("nan"), dtype=torch.float64)
+        self.iters = torch.zeros(n, dtype=torch.long)
+        self.stall = torch.zeros(n, dtype=torch.long)
+        self.active = torch.ones(n, dtype=torch.bool)
+        self.eta, self.rtol, self.max_iters, self.patience = eta, rtol, max_iters, patience
+
+    def idx(self) -> Tensor:
+        return self.active.nonzero().squeeze(1)
+
+    def record(self, idx: Tensor, x: Tensor, res: Tensor, count: bool = True) -> Tensor:
+        """Record evaluated iterates of rows ``idx``; returns which of them improved."""
+        first = torch.isnan(self.res0[idx])
+        self.res0[idx[first]] = res[first]
+        better = res < self.res[idx]
+        significant = res < self.res[idx] * (1 - 1e-3)
+        self.stall[idx] = torch.where(significant, 0, self.stall[idx] + (1 if count else 0))
+        self.best[idx[better]] = x[better].to(self.best.dtype)
+        self.res[idx[better]] = res[better]
+        if count:
+            self.iters[idx] += 1
+        return better
+
+    def close(self) -> None:
+        """Deactivate the rows that meet a stopping rule."""
+        done = self.res < self.eta
+        if self.rtol > 0:
+            done |= self.res <= self.rtol * self.res0
+        done |= self.iters >= self.max_iters
+        if self.patience > 0:
+            done |= self.stall >= self.patience
+        self.active &= ~done
+
+    def info(self) -> dict:
+        return {"residual": self.res.clone(), "initial": self.res0.clone(), "iters": self.iters.clone()}
+
+
+# --- paper: AdamW on eps -----------------------------------------------------------------------------
+def solve_paper(problem: StepProblem, x_init: Tensor, z0: Tensor, alpha: float, sigma: float, *, lr: float,
+                eta: float, rtol: float = 0.0, max_iters: int = 100, patience: int = 0,
+                betas=(0.9, 0.999), weight_decay: float = 0.01, adam_eps: float = 1e-8):
+    """PreciseInv's optimiser: AdamW on ``eps`` in ``x = alpha z0 + sigma eps``, loss = mean squared residual.
+
+    Written out elementwise (same update as torch.optim.AdamW) so finished samples
+    can leave the batch; the variable stays float32 whatever the model dtype.
+    """
+    vdtype = torch.float64 if x_init.dtype == torch.float64 else torch.float32
+    z0 = z0.to(vdtype)
+    eps = ((x_init.to(vdtype) - alpha * z0) / sigma).detach()
+    m, v = torch.zeros_like(eps), torch.zeros_like(eps)
+    mon = Monitor(x_init.to(vdtype), eta, rtol, max_iters, patience)
+    b1, b2 = betas
+    k = 0
+    while mon.active.any():
+        idx = mon.idx()
+        e = eps[idx].clone().requires_grad_(True)
+        with torch.enable_grad():
+            x = alpha * z0[idx] + sigma * e
+            r, _ = problem.residual(x, idx)
+            loss = r.flatten(1).pow(2).mean(1)
+            grad, = torch.autograd.grad(loss.sum(), e)
+        mon.record(idx, x.detach(), loss.detach().double())
+        mon.close()
+        go = mon.active[idx]  # rows that keep going take one AdamW step
+        if not go.any():
+            break
+        k += 1
+        rows, g = idx[go], grad[go]
+        eps[rows] = eps[rows] * (1 - lr * weight_decay)
+        m[rows] = b1 * m[rows] + (1 - b1) * g
+        v[rows] = b2 * v[rows] + (1 - b2) * g * g
+        step = mon.iters[rows].to(vdtype)  # evaluations so far = AdamW step number of these rows
+        mhat = m[rows] / _rows(1 - b1**step, g)
+        vhat = v[rows] / _rows(1 - b2**step, g)
+        eps[rows] = eps[rows] - lr * mhat / (vhat.sqrt() + adam_eps)
+    return mon.best, mon.info()
+
+
+# --- Newton-Krylov -----------------------------------------------------------------------------------
+def gmres(matvec, b: Tensor, max_vectors: int, tol: float) -> Tensor:
+    """Batched GMRES from zero: ``argmin ||M d - b||`` per row over the Krylov space, up to ``max_vectors``."""
+    n = b.shape[0]
+    shape = b.shape
+    bf = b.flatten(1)
+    beta = bf.double().norm(dim=1)
+    basis = [bf / beta.clamp_min(1e-300).to(bf.dtype)[:, None]]
+    H = torch.zeros(n, max_vectors + 1, max_vectors, dtype=torch.float64)
+    e1 = torch.zeros(n, max_vectors + 1, 1, dtype=torch.float64)
+    e1[:, 0, 0] = beta
+    y = None
+    for j in range(max_vectors):
+        w = matvec(basis[j].view(shape)).flatten(1)
+        for i in range(j + 1):  # modified Gram-Schmidt, twice for stability
+            h = (w.double() * basis[i].double()).sum(1)
+            H[:, i, j] += h
+            w = w - h.to(w.dtype)[:, None] * basis[i]
+        for i in range(j + 1):
+            h = (w.double() * basis[i].double()).sum(1)
+            H[:, i, j] += h
+            w = w - h.to(w.dtype)[:, None] * basis[i]
+        hn = w.double().norm(dim=1)
+        H[:, j + 1, j] = hn
+        Hj = H[:, : j + 2, : j + 1]
+        y = torch.linalg.lstsq(Hj, e1[:, : j + 2]).solution
+        lsres = (e1[:, : j + 2] - Hj @ y).squeeze(-1).norm(dim=1)
+        if bool((lsres <= tol * beta).all()) or j == max_vectors - 1:
+            break
+        safe = hn > 1e-14 * beta
+        basis.append(torch.where(safe[:, None], w / hn.clamp_min(1e-300).to(w.dtype)[:, None], torch.zeros_like(w)))
+    V = torch.stack(basis[: y.shape[1]], dim=2)
+    return (V.double() @ y).squeeze(-1).to(b.dtype).view(shape)
+
+
+def solve_newton(problem: StepProblem, x_init: Tensor, *, eta: float, rtol: float = 0.0, max_iters: int = 10,
+                 patience: int = 3, krylov: int = 8, forcing: float = 1e-3, jvp: str = "fd",
+                 backtrack: int = 2):
+    """Inexact Newton: GMRES on ``J d = -r`` with JVPs, then a per-sample backtracking check."""
+    vdtype = torch.float64 if x_init.dtype == torch.float64 else torch.float32
+    x = x_init.to(vdtype).clone()
+    mon = Monitor(x, eta, rtol, max_iters, patience)
+    idx = mon.idx()
+    r, out = problem.residual(x, idx)
+    mon.record(idx, x, msr(r), count=False)
+    outs, rs = out.clone(), r.clone()  # output and residual at the best iterate of every row
+    mon.close()
+    while mon.active.any():
+        idx = mon.idx()
+        xb, ob, rb = mon.best[idx].to(vdtype), outs[idx], rs[idx]
+        d = gmres(lambda v: problem.jvp(xb, ob, v, idx, jvp), -rb, krylov, forcing)
+        scale = torch.ones(len(idx), dtype=vdtype)
+        pending = torch.arange(len(idx))
+        for attempt in range(backtrack + 1):  # full step first; halve it for rows that got worse
+            sub = idx[pending]
+            xn = xb[pending] + _rows(scale[pending], xb) * d[pending]
+            rn, on = problem.residual(xn, sub)
+            res = msr(rn)
+            better = mon.record(sub, xn, res, count=attempt == 0)
+            outs[sub[better]], rs[sub[better]] = on[better], rn[better]
+            pending = pending[~better]
+            if len(pending) == 0 or attempt == backtrack:
+                break
+            scale[pending] *= 0.5
+        mon.close()
+    return mon.best, mon.info()
+
+
+# --- Gauss-Newton with CG on the normal equations ------------------------------------------------------
+def solve_gauss_newton(problem: StepProblem, x_init: Tensor, *, eta: float, rtol: float = 0.0, max_iters: int = 10,
+                       patience: int = 3, cg_iters: int = 8, jvp: str = "fd"):
+    """Gauss-Newton: ``(J^T J) d = -J^T r`` by CG; J v by JVP, J^T u by reverse mode on one retained graph."""
+    vdtype = torch.float64 if x_init.dtype == torch.float64 else torch.float32
+    mon = Monitor(x_init.to(vdtype), eta, rtol, max_iters, patience)
+    first = True
+    while mon.active.any():
+        idx = mon.idx()
+        x = mon.best[idx].to(vdtype).clone().requires_grad_(True)
+        with torch.enable_grad():
+            out = problem.output(x, idx)
+        r = (problem.A * x + problem.B * out - problem.target[idx].to(vdtype)).detach()
+        mon.record(idx, x.detach(), msr(r), count=not first)
+        first = False
+        mon.close()
+        keep = mon.active[idx]
+        if not keep.any():
+            break
+        xd, od = x.detach(), out.detach()
+
+        def jt(u):
+            g, = torch.autograd.grad(out, x, grad_outputs=u, retain_graph=True)
+            return problem.A * u + problem.B * g
+
+        def normal(v):
+            return jt(problem.jvp(xd, od, v, idx, jvp))
+
+        b = -jt(r)
+        d = _cg(normal, b, cg_iters)
+        xn = (xd + d)[keep]
+        sub = idx[keep]
+        rn, _ = problem.residual(xn, sub)
+        mon.record(sub, xn, msr(rn))
+        mon.close()
+        del out, x
+    return mon.best, mon.info()
+
+
+def _cg(matvec, b: Tensor, iters: int) -> Tensor:
+    """Batched conjugate gradients from zero (per-sample step sizes)."""
+    x = torch.zeros_like(b)
+    r = b.clone()
+    p = r.clone()
+    rr = r.flatten(1).double().pow(2).sum(1)
+    for _ in range(iters):
+        Ap = matvec(p)
+        pAp = (p.flatten(1).double() * Ap.flatten(1).double()).sum(1)
+        a = torch.where(pAp > 0, rr / pAp.clamp_min(1e-300), torch.zeros_like(rr))
+        x = x + _rows(a, x) * p
+        r = r - _rows(a, r) * Ap
+        rr_new = r.flatten(1).double().pow(2).sum(1)
+        if bool((rr_new <= 1e-24 * rr.clamp_min(1e-300)).all()):
+            break
+        p = r + _rows(rr_new / rr.clamp_min(1e-300), p) * p
+        rr = rr_new
+    return x
+
+
+# --- Anderson on the fixed-point form -------------------------------------------------------------------
+def solve_anderson(problem: StepProblem, x_init: Tensor, *, eta: float, max_iters: int = 20, depth: int = 5):
+    """Anderson-accelerated fixed point ``x = (y - B out(x)) / A`` (methods.fixed_point.solve_step)."""
+    from .methods.fixed_point import solve_step
+
+    x, info = solve_step(problem.model, problem.target, problem.t, problem.condition, problem.levels, iters=max_iters,
+                         tol=eta, variant="anderson", depth=depth, guidance=problem.guidance, x_init=x_init)
+    return x, {"residual": info["residual"], "initial": torch.full_like(info["residual"], float("nan")),
+               "iters": info["iters"]}
