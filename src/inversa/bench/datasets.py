@@ -202,11 +202,10 @@ def photos() -> Dataset:
 
 
 def shapes(count: int = 8, seed: int = 0) -> Dataset:
-    """Images of the embedded model's training distribution, from :mod:`inversa.tiny.shapes`.
+    """Captioned images of the embedded model's training distribution, from :mod:`inversa.tiny.shapes`.
 
-    Contract: ``inversa.tiny.shapes.generate(n, size=None, seed=0)`` returns n images (a
-    tensor (n, 3, H, W) in [-1, 1], or HxWx3 arrays / PIL images), optionally as a pair
-    ``(images, captions)``.
+    Uses ``inversa.tiny.shapes.dataset(n, seed=...)`` (samples with ``.image`` HxWx3 uint8 and
+    ``.caption``); imported lazily so a missing module gives one clear error.
     """
     try:
         import importlib
@@ -216,15 +215,11 @@ def shapes(count: int = 8, seed: int = 0) -> Dataset:
         raise InversaError("builtin:shapes needs the embedded model's dataset module inversa.tiny.shapes, "
                            f"which is not available in this installation ({exc}); use builtin:photos or a folder") \
             from None
-    gen = getattr(mod, "generate", None)
-    if gen is None:
-        raise InversaError("inversa.tiny.shapes has no generate(n, size, seed) function; cannot build builtin:shapes")
-    out = gen(count, seed=seed)
-    images, captions = out if isinstance(out, tuple) and len(out) == 2 else (out, None)
-    arrays = [_as_array(im) for im in images]
-    captions = list(captions) if captions is not None else [""] * len(arrays)
-    items = [Item(f"shapes/{k:04d}", str(captions[k]), f"inversa.tiny.shapes seed {seed}", lambda a=a: a)
-             for k, a in enumerate(arrays)]
+    if not hasattr(mod, "dataset"):
+        raise InversaError("inversa.tiny.shapes has no dataset(n, seed) function; cannot build builtin:shapes")
+    samples = mod.dataset(count, seed=seed)
+    items = [Item(f"shapes/{k:04d}", str(getattr(s, "caption", "")), f"inversa.tiny.shapes seed {seed} #{k}",
+                  lambda a=_as_array(s.image): a) for k, s in enumerate(samples)]
     return Dataset("shapes", items)
 
 
