@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import html
-import math
 import os
 import shutil
 from statistics import mean, pstdev
@@ -223,7 +222,3 @@ def _md_table_to_html(md: str) -> str:
     if in_table:
         out.append("</table>")
     return "\n".join(out)
-
-
-def finite(x) -> bool:
-    return x is not None and math.isfinite(x)
