@@ -1,0 +1,108 @@
+"""``inversa bench`` and ``inversa report`` subcommands."""
+from __future__ import annotations
+
+import os
+import sys
+
+
+def add_command(sub) -> None:
+    from ..cli import add_model_args
+
+    p = sub.add_parser("bench", help="benchmark inversion methods over a dataset into a resumable SQLite store")
+    add_model_args(p)
+    p.add_argument("--methods", default="ddim,fixed_point", help="comma-separated methods (vae_roundtrip is always added)")
+    p.add_argument("--data", default="builtin:photos", help="image folder or builtin:photos | builtin:shapes")
+    p.add_argument("--captions", default=None, help="captions file: txt (file<TAB>caption) or JSON (COCO captions ok)")
+    p.add_argument("--prompts", choices=("empty", "captions"), default="empty",
+                   help="empty prompt (reconstruction protocol) or each image's caption")
+    p.add_argument("--limit", type=int, default=None, help="first N images only")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--sample-steps", type=int, default=None, help="reconstruction steps (default: as inverted)")
+    p.add_argument("--spacing", default=None, help="leading | trailing | linspace")
+    p.add_argument("--guidance", type=float, default=1.0)
+    p.add_argument("--size", type=int, default=None, help="square resolution (default: the model's size)")
+    p.add_argument("--crop", choices=("center", "resize"), default="center",
+                   help="center: centred square crop then resize; resize: squash without cropping")
+    p.add_argument("--opt", action="append", metavar="METHOD:NAME=VALUE", help="method option, repeatable")
+    p.add_argument("--lpips-weights", default=None,
+                   help="local LPIPS-AlexNet weights (file or folder); env INVERSA_LPIPS_WEIGHTS also works")
+    p.add_argument("--output", "-o", default="bench/results.sqlite", help="results store (SQLite)")
+    p.set_defaults(run=run_bench)
+
+    p = sub.add_parser("report", help="Markdown + HTML report (gallery, plots) of a results store")
+    p.add_argument("results", help="results store (.sqlite)")
+    p.add_argument("--output", "-o", default="report", help="report folder")
+    p.add_argument("--max-images", type=int, default=12, help="images in the gallery")
+    p.set_defaults(run=run_report)
+
+
+def _options(pairs, methods) -> dict:
+    from ..cli import parse_options
+    from ..errors import InversaError
+
+    out: dict[str, dict] = {}
+    for pair in pairs or []:
+        method, sep, rest = pair.partition(":")
+        if not sep or "=" not in rest:
+            raise InversaError(f"--opt {pair!r} must look like METHOD:NAME=VALUE")
+        if method not in methods:
+            raise InversaError(f"--opt {pair!r} names method {method}, which is not in --methods")
+        out.setdefault(method, {}).update(parse_options([rest]))
+    return out
+
+
+def _distributed():
+    """(rank, world, state) from accelerate when launched with ``accelerate launch``, else (0, 1, None)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1, None
+    import torch
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    return state.process_index, state.num_processes, state
+
+
+def run_bench(args) -> int:
+    import torch
+
+    from ..cli import open_model
+    from ..metrics import load_lpips
+    from .datasets import open_dataset
+    from .report import markdown, table
+    from .runner import BenchConfig, check_methods, protocol, run
+    from .store import Store
+
+    rank, world, state = _distributed()
+    if state is not None and args.device is None and state.device.type != "cpu":
+        args.device = str(state.device)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    cfg = BenchConfig(methods, steps=args.steps, sample_steps=args.sample_steps, spacing=args.spacing,
+                      guidance=args.guidance, crop=args.crop, prompts=args.prompts,
+                      options=_options(args.opt, methods))
+    check_methods(cfg)
+    dataset = open_dataset(args.data, args.captions, args.limit)
+    model = open_model(args)
+    cfg.size = args.size or model.default_size()
+    weights = args.lpips_weights or os.environ.get("INVERSA_LPIPS_WEIGHTS")
+    lpips_net = load_lpips(weights).to(model.device) if weights else None
+    if lpips_net is None and rank == 0:
+        print("note: LPIPS skipped (no local AlexNet-LPIPS weights; pass --lpips-weights PATH)", file=sys.stderr)
+    torch.set_grad_enabled(True)
+    summary = run(model, dataset, args.output, cfg, rank=rank, world=world, lpips_net=lpips_net)
+    print(f"bench[{rank}/{world}]: {summary.written} rows written, {summary.skipped} already done, "
+          f"{summary.failed} failed -> {args.output}", file=sys.stderr)
+    if state is not None:
+        state.wait_for_everyone()
+    if rank == 0:
+        with Store(args.output) as store:
+            print(markdown(table(store.rows(), store.configs()), protocol(model, cfg, dataset)))
+    return 0
+
+
+def run_report(args) -> int:
+    from .report import write_report
+
+    out = write_report(args.results, args.output, args.max_images)
+    print(out["text"])
+    print(f"report -> {out['html']}")
+    return 0

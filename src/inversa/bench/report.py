@@ -1,0 +1,224 @@
+"""Report of a results store: Markdown table, static HTML page with a gallery and matplotlib plots."""
+from __future__ import annotations
+
+import html
+import os
+import shutil
+from statistics import mean, pstdev
+
+from .runner import VAE_ROW, safe_name
+from .store import Store
+
+COLUMNS = (("psnr", "PSNR dB", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"), ("ms_ssim", "MS-SSIM", "{:.4f}"),
+           ("latent_mse", "latent MSE", "{:.3e}"), ("lpips", "LPIPS", "{:.4f}"), ("seconds", "time s", "{:.3f}"),
+           ("nfe", "NFE", "{:.1f}"), ("iters", "iters", "{:.1f}"), ("peak_mem_mb", "peak MB", "{:.0f}"))
+TIMING = ("seconds", "total_seconds", "peak_mem_mb")
+
+
+def table(rows: list[dict], configs: dict) -> list[dict]:
+    """One summary per (method, config): counts and mean/std of each metric (None when absent)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["config_hash"]), []).append(r)
+    out = []
+    for (method, chash), rs in sorted(groups.items(), key=lambda kv: (kv[0][0] != VAE_ROW, kv[0])):
+        ok = [r for r in rs if r["status"] == "ok"]
+        entry = {"method": method, "config_hash": chash, "images": len(rs), "ok": len(ok),
+                 "failed": len(rs) - len(ok), "config": configs.get(chash, {}).get("config", {})}
+        for key, _, _ in COLUMNS:
+            vals = [r[key] for r in ok if r[key] is not None]
+            entry[key] = (mean(vals), pstdev(vals)) if vals else None
+        out.append(entry)
+    return out
+
+
+def _label(entry: dict) -> str:
+    opts = entry["config"].get("options") or {}
+    extra = ",".join(f"{k}={v}" for k, v in sorted(opts.items()))
+    return entry["method"] + (f" ({extra})" if extra else "")
+
+
+def markdown(entries: list[dict], protocol: dict) -> str:
+    lines = ["# inversa benchmark", ""]
+    keys = ("model", "dataset", "resolution", "crop", "steps", "sample_steps", "spacing", "t_T", "alpha_T",
+            "sigma_T", "guidance", "prompts", "dtype", "device")
+    lines.append("; ".join(f"**{k}** {protocol[k]:.4g}" if isinstance(protocol.get(k), float) and k != "guidance"
+                           else f"**{k}** {protocol.get(k)}" for k in keys if k in protocol))
+    lines += ["", "| method | config | ok/failed | " + " | ".join(c[1] for c in COLUMNS) + " |",
+              "|---|---|---|" + "---|" * len(COLUMNS)]
+    for e in entries:
+        cells = []
+        for key, _, fmt in COLUMNS:
+            v = e[key]
+            cells.append("-" if v is None else fmt.format(v[0]) + (f" ± {fmt.format(v[1])}" if e["ok"] > 1 and
+                                                                     key in ("psnr", "ssim", "ms_ssim") else ""))
+        lines.append(f"| {_label(e)} | {e['config_hash'][:8]} | {e['ok']}/{e['failed']} | " + " | ".join(cells) + " |")
+    lines += ["", "vae_roundtrip = decode(encode(x)): the ceiling of any latent inversion. Times are inversion wall "
+              "time per image; peak MB is GPU peak allocation, or on CPU the process's peak resident set."]
+    return "\n".join(lines) + "\n"
+
+
+def _plots(rows: list[dict], entries: list[dict], out: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for e in entries:
+        rs = [r for r in rows if r["config_hash"] == e["config_hash"] and r["status"] == "ok"]
+        ax.scatter([r["seconds"] for r in rs], [min(r["psnr"], 99) for r in rs], label=_label(e), alpha=0.7)
+    ax.set_xlabel("inversion time per image (s)")
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title("PSNR vs time")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "psnr_vs_time.png"), dpi=90)
+    plt.close(fig)
+    made.append("psnr_vs_time.png")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for e in entries:
+        res = [r["residuals"] for r in rows if r["config_hash"] == e["config_hash"] and r["residuals"]]
+        if not res:
+            continue
+        n = min(len(x) for x in res)
+        curve = [mean(x[i] for x in res) for i in range(n)]
+        ax.plot(range(n), [max(c, 1e-30) for c in curve], marker="o", label=_label(e))
+    ax.set_yscale("log")
+    ax.set_xlabel("step (0 = noisiest)")
+    ax.set_ylabel("mean squared residual")
+    ax.set_title("per-step residual ||step(x_i) - x_{i+1}||²")
+    if ax.lines:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "residuals.png"), dpi=90)
+    plt.close(fig)
+    made.append("residuals.png")
+    return made
+
+
+def _error_map(original: str, recon: str, path: str) -> None:
+    """|original - reconstruction| averaged over channels, magma colour map, scaled to [0, 0.5]."""
+    import matplotlib
+    import numpy as np
+    from PIL import Image
+
+    a = np.asarray(Image.open(original).convert("RGB"), dtype=np.float64) / 255
+    b = np.asarray(Image.open(recon).convert("RGB"), dtype=np.float64) / 255
+    err = np.clip(np.abs(a - b).mean(2) / 0.5, 0, 1)
+    rgb = (matplotlib.colormaps["magma"](err)[..., :3] * 255).round().astype(np.uint8)
+    Image.fromarray(rgb).save(path)
+
+
+CHECK_SCRIPT = """<script>
+window.addEventListener('load', function () {
+  var imgs = document.images, missing = [];
+  for (var i = 0; i < imgs.length; i++) {
+    if (!(imgs[i].complete && imgs[i].naturalWidth > 0)) { missing.push(imgs[i].getAttribute('src')); }
+  }
+  var el = document.getElementById('image-check');
+  el.setAttribute('data-total', imgs.length);
+  el.setAttribute('data-missing', missing.length);
+  el.textContent = missing.length ? ('missing images: ' + missing.join(', ')) : ('all ' + imgs.length + ' images loaded');
+});
+</script>"""
+
+
+def write_report(store_path: str, out: str, max_images: int = 12) -> dict:
+    """Write ``report.md``, ``index.html``, plots and gallery PNGs into ``out``; returns paths and the table."""
+    from ..errors import InversaError
+
+    if not os.path.isfile(store_path):
+        raise InversaError(f"results store {store_path} does not exist")
+    with Store(store_path) as store:
+        rows, configs = store.rows(), store.configs()
+    if not rows:
+        raise InversaError(f"results store {store_path} has no rows")
+    os.makedirs(out, exist_ok=True)
+    entries = table(rows, configs)
+    protocol = next((c["protocol"] for c in configs.values() if c["method"] != VAE_ROW), {})
+    md = markdown(entries, protocol)
+    with open(os.path.join(out, "report.md"), "w", encoding="utf-8") as f:
+        f.write(md)
+    plots = _plots(rows, entries, out)
+    base = os.path.dirname(os.path.abspath(store_path))
+    gallery_dir = os.path.join(out, "gallery")
+    os.makedirs(gallery_dir, exist_ok=True)
+    images = sorted({r["image"] for r in rows})[:max_images]
+    by_key = {(r["image"], r["config_hash"]): r for r in rows}
+    parts = []
+    for image in images:
+        cells = []
+        first = next((by_key.get((image, e["config_hash"])) for e in entries
+                      if by_key.get((image, e["config_hash"]), {}).get("original")), None)
+        if first is None:
+            err = next((by_key[(image, e["config_hash"])]["error"] for e in entries
+                        if (image, e["config_hash"]) in by_key), "")
+            parts.append(f"<h3>{html.escape(image)}</h3><p class='failed'>failed: {html.escape(str(err))}</p>")
+            continue
+        stem = safe_name(image)
+        orig = os.path.join(gallery_dir, f"{stem}__original.png")
+        shutil.copyfile(os.path.join(base, first["original"]), orig)
+        cells.append(f"<figure><img src='gallery/{stem}__original.png' alt='original'><figcaption>original"
+                     f"</figcaption></figure>")
+        for e in entries:
+            r = by_key.get((image, e["config_hash"]))
+            if r is None or r["status"] != "ok":
+                cells.append(f"<figure class='failed'><figcaption>{html.escape(_label(e))}: "
+                             f"{'failed' if r else 'not run'}</figcaption></figure>")
+                continue
+            name = f"{stem}__{safe_name(e['method'])}-{e['config_hash'][:8]}"
+            shutil.copyfile(os.path.join(base, r["recon"]), os.path.join(gallery_dir, name + ".png"))
+            _error_map(orig, os.path.join(gallery_dir, name + ".png"), os.path.join(gallery_dir, name + "_error.png"))
+            psnr = "identical" if r["psnr"] >= 1e8 else f"{r['psnr']:.2f} dB"
+            cells.append(f"<figure><img src='gallery/{name}.png' alt='reconstruction'>"
+                         f"<img src='gallery/{name}_error.png' alt='error map'>"
+                         f"<figcaption>{html.escape(_label(e))}<br>{psnr}</figcaption></figure>")
+        parts.append(f"<h3>{html.escape(image)}</h3><div class='row'>{''.join(cells)}</div>")
+    table_html = _md_table_to_html(md)
+    page = f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>inversa benchmark</title>
+<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:3px 6px;font-size:13px}} .row{{display:flex;flex-wrap:wrap;gap:8px}}
+figure{{margin:0;text-align:center;font-size:12px}} figure img{{width:128px;height:128px;image-rendering:pixelated;
+display:block}} .failed{{color:#b00}} .plots img{{max-width:48%}}</style></head>
+<body>
+{table_html}
+<div class="plots"><h2>Plots</h2>{''.join(f"<img src='{p}' alt='{p}'>" for p in plots)}</div>
+<h2>Gallery</h2><p>Per image: original, then per method the reconstruction above its error map
+(|original - reconstruction|, channel mean, magma colour map saturating at 0.5).</p>
+{''.join(parts)}
+<p id="image-check" data-missing="unknown">image check pending</p>
+{CHECK_SCRIPT}
+</body></html>
+"""
+    with open(os.path.join(out, "index.html"), "w", encoding="utf-8") as f:
+        f.write(page)
+    return {"markdown": os.path.join(out, "report.md"), "html": os.path.join(out, "index.html"),
+            "plots": plots, "table": entries, "text": md}
+
+
+def _md_table_to_html(md: str) -> str:
+    out, in_table = [], False
+    for line in md.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if set(cells[0]) <= {"-"}:
+                continue
+            tag = "th" if not in_table else "td"
+            if not in_table:
+                out.append("<table>")
+                in_table = True
+            out.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells) + "</tr>")
+        else:
+            if in_table:
+                out.append("</table>")
+                in_table = False
+            if line.startswith("# "):
+                out.append(f"<h1>{html.escape(line[2:])}</h1>")
+            elif line:
+                out.append("<p>" + html.escape(line).replace("**", "") + "</p>")
+    if in_table:
+        out.append("</table>")
+    return "\n".join(out)

@@ -1,0 +1,232 @@
+"""Run methods over a dataset: one store row per image x method x config, written as it finishes.
+
+The VAE round trip (decode(encode(x))) is a row of its own, method ``vae_roundtrip``:
+the ceiling no latent inversion can beat. Each process of a data-parallel run takes
+every ``world``-th image (``rank``, ``rank + world``, ...) and writes the shared store.
+"""
+from __future__ import annotations
+
+import os
+import re
+import resource
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+
+import torch
+
+from .. import metrics, samplers
+from ..api import guidance_at, invert, reconstruct
+from ..errors import InversaError
+from ..images import save_image
+from ..methods import get_method
+from ..model import Condition, Embeds
+from .datasets import Dataset
+from .store import Store, config_hash
+
+VAE_ROW = "vae_roundtrip"
+
+
+@dataclass
+class BenchConfig:
+    """Everything that defines a result besides the image (hashed into the row key)."""
+
+    methods: list[str]
+    steps: int = 10
+    sample_steps: int | None = None
+    spacing: str | None = None
+    guidance: float = 1.0
+    size: int = 64
+    crop: str = "center"
+    prompts: str = "empty"  # "empty" (reconstruction protocol) or "captions"
+    options: dict[str, dict] = field(default_factory=dict)  # per-method options
+    vae_row: bool = True
+
+    def keys(self, model) -> list[tuple[str, str, dict]]:
+        """(method, config_hash, config) for every row an image gets."""
+        base = {"model": model.name, "dtype": str(model.dtype).replace("torch.", ""), "size": self.size,
+                "crop": self.crop}
+        out = []
+        if self.vae_row:
+            out.append((VAE_ROW, config_hash({"method": VAE_ROW, **base}), {"method": VAE_ROW, **base}))
+        for m in self.methods:
+            cfg = {"method": m, **base, "steps": self.steps, "sample_steps": self.sample_steps or self.steps,
+                   "spacing": self.spacing, "guidance": self.guidance, "prompts": self.prompts,
+                   "options": self.options.get(m, {})}
+            out.append((m, config_hash(cfg), cfg))
+        return out
+
+
+@dataclass
+class RunSummary:
+    written: int = 0
+    skipped: int = 0
+    failed: int = 0
+
+
+def check_methods(cfg: BenchConfig) -> None:
+    """Fail before any work on unknown methods or options."""
+    for m in cfg.methods:
+        if m == VAE_ROW:
+            raise InversaError(f"{VAE_ROW} is always benchmarked; do not list it in --methods")
+        spec = get_method(m)
+        unknown = set(cfg.options.get(m, {})) - set(spec.options())
+        if unknown:
+            raise InversaError(f"method {m} has no option {', '.join(sorted(unknown))}; "
+                               f"options: {', '.join(spec.options()) or 'none'}")
+
+
+def protocol(model, cfg: BenchConfig, dataset: Dataset) -> dict:
+    """What a results table must state (recorded once per config)."""
+    sched = model.schedule(cfg.steps, cfg.spacing)
+    return {"model": model.name, "family": model.family, "prediction": model.prediction,
+            "dtype": str(model.dtype).replace("torch.", ""), "device": str(model.device), "dataset": dataset.name,
+            "resolution": cfg.size, "crop": cfg.crop, "steps": cfg.steps, "sample_steps": cfg.sample_steps or cfg.steps,
+            "spacing": sched.spacing, "guidance": cfg.guidance, "prompts": cfg.prompts, **sched.terminal()}
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "item"
+
+
+def assets_dir(store_path: str) -> str:
+    """Folder of the PNGs (originals and reconstructions) next to the store."""
+    return os.path.splitext(os.path.abspath(store_path))[0] + "_images"
+
+
+def _peak_reset(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_mb(device) -> float:
+    """Peak GPU memory allocated since the reset, or (CPU) the process's peak resident set so far."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def step_residuals(model, inv) -> list[float] | None:
+    """Mean squared residual ||step(x_i) - x_{i+1}||^2 of every step of the inverted trajectory
+    (index 0 = noisiest step): how well the sampler retraces the inversion, step by step.
+    Methods with their own sampler or no trajectory fall back to residuals they recorded."""
+    spec = get_method(inv.method)
+    if inv.trajectory is None or spec.sample is not None:
+        recorded = [s.get("residual") for s in sorted(inv.steps, key=lambda s: s.get("step", 0))]
+        if recorded and all(r is not None for r in recorded):
+            return [float(r[0] if isinstance(r, (list, tuple)) else r) for r in recorded]
+        return None
+    from ..api import condition_of, schedule_of
+
+    sched, cond = schedule_of(model, inv), condition_of(model, inv)
+    out = []
+    with torch.no_grad():
+        for i in range(len(sched)):
+            t = float(sched.timesteps[i])
+            w = guidance_at(inv.state, t) if "guidance_w" in inv.state else None
+            c = cond
+            if "uncond_hidden" in inv.state:
+                c = Condition(cond.cond, Embeds(inv.state["uncond_hidden"][i], cond.uncond.pooled
+                                                if cond.uncond is not None else None), cond.guidance)
+            x = inv.trajectory[i]
+            pred = model.predict(x, t, c, w)
+            nxt = samplers.step(model.prediction, x, pred, *sched.levels(i))
+            out.append(float((nxt - inv.trajectory[i + 1]).pow(2).mean()))
+    return out
+
+
+def _iterations(inv) -> float:
+    total = 0
+    for s in inv.steps:
+        it = s.get("iters", 1)
+        total += max(it) if isinstance(it, (list, tuple)) else it
+    return float(total)
+
+
+def _image_metrics(original, recon, lpips_net) -> dict:
+    out = {"psnr": float(metrics.psnr(original, recon)[0]), "ssim": float(metrics.ssim(original, recon)[0]),
+           "ms_ssim": float(metrics.ms_ssim(original, recon)[0])}
+    out["lpips"] = float(lpips_net(original.cpu(), recon.cpu())[0]) if lpips_net is not None else None
+    out["psnr"] = out["psnr"] if out["psnr"] != float("inf") else 1e9  # identical images: SQLite has no inf
+    return out
+
+
+def run(model, dataset: Dataset, store_path: str, cfg: BenchConfig, *, rank: int = 0, world: int = 1,
+        lpips_net=None, log=None) -> RunSummary:
+    """Benchmark this process's share of ``dataset``; rows already in the store are skipped."""
+    from tqdm.auto import tqdm
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    check_methods(cfg)
+    keys = cfg.keys(model)
+    summary = RunSummary()
+    assets = assets_dir(store_path)
+    with Store(store_path) as store:
+        proto = protocol(model, cfg, dataset)
+        for method, chash, config in keys:
+            store.add_config(chash, method, config, proto if method != VAE_ROW else
+                             {k: proto[k] for k in ("model", "family", "dtype", "device", "dataset", "resolution",
+                                                    "crop")})
+        done = store.done()
+        items = dataset.items[rank::world]
+        for item in tqdm(items, desc=f"bench[{rank}/{world}]", disable=None, unit="img"):
+            todo = [(m, h) for m, h, _ in keys if (item.id, m, h) not in done]
+            summary.skipped += len(keys) - len(todo)
+            if not todo:
+                continue
+            folder = os.path.join(assets, safe_name(item.id))
+            base = {"image": item.id, "caption": item.caption, "worker": rank}
+            try:
+                image = item.load(cfg.size, cfg.crop).to(model.device)
+                model.check_size(*image.shape[-2:])
+            except InversaError as exc:
+                log(f"bench: {item.id} failed to load: {exc}")
+                for m, h in todo:
+                    store.write({**base, "method": m, "config_hash": h, "status": "failed", "error": str(exc)})
+                    summary.failed += 1
+                continue
+            original = os.path.relpath(save_image(image, os.path.join(folder, "original.png")),
+                                       os.path.dirname(os.path.abspath(store_path)))
+            prompt = item.caption if cfg.prompts == "captions" else ""
+            for m, h in todo:
+                row = {**base, "method": m, "config_hash": h, "original": original}
+                try:
+                    row.update(_one(model, image, prompt, m, cfg, lpips_net))
+                    recon = row.pop("_recon")
+                    path = save_image(recon, os.path.join(folder, f"{safe_name(m)}-{h[:8]}.png"))
+                    row.update(status="ok", recon=os.path.relpath(path, os.path.dirname(os.path.abspath(store_path))))
+                except (KeyboardInterrupt, InversaError):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - one bad item must not stop the run
+                    row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+                    log(f"bench: {item.id} / {m} failed: {row['error']}\n{traceback.format_exc(limit=3)}")
+                    summary.failed += 1
+                store.write(row)
+                summary.written += 1
+    return summary
+
+
+def _one(model, image, prompt: str, method: str, cfg: BenchConfig, lpips_net) -> dict:
+    """Metrics of one image under one method (plus the reconstruction under ``_recon``)."""
+    _peak_reset(model.device)
+    start = time.perf_counter()
+    if method == VAE_ROW:
+        with torch.no_grad():
+            z0 = model.encode(image)
+            recon = model.decode(z0)
+        seconds = time.perf_counter() - start
+        out = _image_metrics(image, recon, lpips_net)
+        out.update(latent_mse=None, seconds=seconds, total_seconds=seconds, nfe=0.0, iters=0.0,
+                   peak_mem_mb=_peak_mb(model.device), residuals=None, _recon=recon)
+        return out
+    inv = invert(model, image, prompt, method=method, steps=cfg.steps, guidance=cfg.guidance, negative="",
+                 spacing=cfg.spacing, keep_trajectory=True, **cfg.options.get(method, {}))
+    z_hat = reconstruct(model, inv, steps=cfg.sample_steps, decode=False)
+    recon = model.decode(z_hat)
+    out = _image_metrics(image, recon, lpips_net)
+    residuals = step_residuals(model, inv)
+    out.update(latent_mse=float(metrics.latent_mse(inv.z0, z_hat)[0]), seconds=float(inv.stats["seconds"]),
+               total_seconds=time.perf_counter() - start, nfe=float(inv.stats["nfe"]), iters=_iterations(inv),
+               peak_mem_mb=_peak_mb(model.device), residuals=residuals, _recon=recon)
+    return out
