@@ -162,6 +162,13 @@ def main(argv=None) -> int:
     result = dict(model=folder, count=len(captions), steps=args.steps, guidance=args.guidance,
                   sample_seconds=seconds, heldout=summarise(rows), shuffled_control=summarise(shuffled),
                   generator=summarise(truth))
+    photo = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "astronaut.png")
+    if os.path.exists(photo):
+        from inversa.images import load_image
+        from inversa.metrics import psnr
+
+        x = load_image(photo, model.default_size())
+        result["vae_psnr_astronaut"] = float(psnr(x, model.decode(model.encode(x)).clamp(-1, 1)))
     print(json.dumps(result, indent=2))
     if args.write_card:
         from PIL import Image
