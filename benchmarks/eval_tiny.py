@@ -193,6 +193,17 @@ def _row(name: str, d: dict) -> str:
             f"{d['centred_iou']:.2f} | {d['shape']:.0%} | {d['position']:.0%} |")
 
 
+def _verdict(result: dict) -> str:
+    h, c = result["heldout"], result["shuffled_control"]
+    if h["object_colour"] - c["object_colour"] < 0.15 and h["centred_iou"] - c["centred_iou"] < 0.1:
+        return ("**Status: undertrained.** At this training length the samples do not yet follow the captions: the "
+                "scores are at the shuffled-caption chance level. The model works as a smooth image prior for "
+                "inversion (its autoencoder reconstructs photos), not yet as a text-to-image generator; continue "
+                "training with `inversa train-tiny -o runs/tiny --resume --minutes N` on more CPU time.")
+    return ("Samples follow the captions clearly above the shuffled-caption chance level; see the table for how far "
+            "below the generator's own scores they stay.")
+
+
 def card(result: dict, training: dict, captions: list[str]) -> str:
     v, u = training.get("vae", {}), training.get("unet", {})
     held = sorted(S.HELDOUT)
@@ -227,6 +238,9 @@ def card(result: dict, training: dict, captions: list[str]) -> str:
         "```",
         "inversa train-tiny -o runs/tiny --minutes 25 --steps 100000 --vae-minutes 6 --vae-steps 100000 \\",
         "    --vae-batch-size 4 --dataset-size 4000 --threads 1",
+        "# then continued from its checkpoint (the VAE stage is done and skipped; --minutes is the UNet total):",
+        "inversa train-tiny -o runs/tiny --resume --minutes 36 --steps 100000 --vae-minutes 6 --vae-steps 100000 \\",
+        "    --vae-batch-size 4 --dataset-size 4000 --threads 1",
         "```",
         "",
         f"- VAE: {v.get('steps', '?')} steps (batch 4) in {v.get('seconds', 0) / 60:.1f} min.",
@@ -254,6 +268,8 @@ def card(result: dict, training: dict, captions: list[str]) -> str:
         _row("samples, held-out captions", result["heldout"]),
         _row("control: shuffled captions", result["shuffled_control"]),
         _row("generator (upper bound)", result["generator"]),
+        "",
+        _verdict(result),
         "",
         "![samples](samples.png)",
         "",
