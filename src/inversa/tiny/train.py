@@ -1,0 +1,322 @@
+"""``inversa train-tiny``: train the embedded text-to-image model on CPU.
+
+Two stages, both resumable from ``OUTPUT/checkpoint-*.pt``:
+1. a tiny AutoencoderKL (one downsampling, 64x64 -> 4x32x32) on shapes mixed with
+   random crops of the photos bundled with scikit-image / scikit-learn, so it also
+   reconstructs real photos;
+2. a UNet2DConditionModel and a small CLIPTextModel trained jointly on cached latents
+   of the shapes dataset, epsilon prediction, 10% caption dropout for classifier-free
+   guidance, EMA weights.
+The result is a StableDiffusionPipeline folder loadable with ``from_pretrained``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import shapes
+from .vocab import make_tokenizer
+
+CONFIGS = {
+    "default": dict(vae_channels=(16, 32), vae_groups=8, unet_channels=(32, 64), groups=32, text_hidden=64, text_layers=2),
+    "test": dict(vae_channels=(8, 16), vae_groups=4, unet_channels=(8, 16), groups=4, text_hidden=16, text_layers=1),
+}
+MAX_TOKENS = 24
+
+
+def build_parts(config: str, seed: int = 0):
+    """Fresh (vae, unet, text_encoder, tokenizer, scheduler) of the named size."""
+    import tempfile
+
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    c = CONFIGS[config]
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(block_out_channels=c["vae_channels"], in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        norm_num_groups=c["vae_groups"], sample_size=64, mid_block_add_attention=False)
+    tok = make_tokenizer(tempfile.mkdtemp(prefix="inversa-tok-"), shapes.vocabulary(), max_length=MAX_TOKENS)
+    h = c["text_hidden"]
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=h, intermediate_size=2 * h,
+                                        num_hidden_layers=c["text_layers"], num_attention_heads=4,
+                                        max_position_embeddings=MAX_TOKENS, projection_dim=h,
+                                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                        pad_token_id=tok.pad_token_id, hidden_act="gelu"))
+    ch = c["unet_channels"]
+    unet = UNet2DConditionModel(block_out_channels=ch, layers_per_block=1, sample_size=32, in_channels=4,
+                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=h,
+                                attention_head_dim=8, norm_num_groups=c["groups"])
+    sched = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                          set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
+    return vae, unet, text, tok, sched
+
+
+# data -------------------------------------------------------------------------
+def _photos() -> list[np.ndarray]:
+    """Bundled real photos (no download): RGB uint8 arrays."""
+    import skimage.data as d
+
+    out = []
+    for name in ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "colorwheel", "camera", "coins"):
+        try:
+            a = getattr(d, name)()
+        except Exception:  # a missing optional file must not stop training
+            continue
+        out.append(np.repeat(a[..., None], 3, 2) if a.ndim == 2 else a[..., :3])
+    try:
+        from sklearn.datasets import load_sample_images
+
+        out += list(load_sample_images().images)
+    except Exception:
+        pass
+    return out
+
+
+def photo_crops(rng: np.random.Generator, photos: list[np.ndarray], n: int) -> torch.Tensor:
+    """``n`` random square crops (random scale, flips) resized to 64x64, in [-1, 1]."""
+    from PIL import Image
+
+    out = []
+    for _ in range(n):
+        a = photos[rng.integers(len(photos))]
+        h, w = a.shape[:2]
+        side = int(rng.integers(48, min(h, w) + 1))
+        top, left = rng.integers(h - side + 1), rng.integers(w - side + 1)
+        crop = Image.fromarray(a[top:top + side, left:left + side]).resize((64, 64), Image.BICUBIC)
+        arr = np.asarray(crop)
+        if rng.integers(2):
+            arr = arr[:, ::-1]
+        out.append(arr)
+    return _to_tensor(np.stack(out))
+
+
+def _to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+# checkpoints --------------------------------------------------------------------
+def _save_ckpt(path: str, state: dict) -> None:
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _log(output: str, stage: str, step: int, loss: float, seconds: float) -> None:
+    with open(os.path.join(output, "losses.csv"), "a") as f:
+        f.write(f"{stage},{step},{loss:.6f},{seconds:.1f}\n")
+
+
+def _budget_done(step: int, steps: int, start: float, minutes: float | None, spent: float) -> bool:
+    return step >= steps or (minutes is not None and spent + time.time() - start >= minutes * 60)
+
+
+def train_vae(vae, output: str, steps: int, minutes: float | None, batch: int, seed: int, device: str,
+              every: int, resume: bool, progress: bool = True, log_every: int = 1) -> dict:
+    """Reconstruction (L1 + MSE) + tiny KL on half shapes, half photo crops."""
+    from tqdm.auto import tqdm
+
+    ckpt = os.path.join(output, "checkpoint-vae.pt")
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    step, spent = 0, 0.0
+    if resume and os.path.exists(ckpt):
+        st = torch.load(ckpt, weights_only=False)
+        vae.load_state_dict(st["model"]), opt.load_state_dict(st["opt"])
+        step, spent = st["step"], st["seconds"]
+        if st.get("done"):
+            return dict(steps=step, seconds=spent, loss=float("nan"))
+    vae.to(device).train()
+    photos = _photos()
+    start = time.time()
+    bar = tqdm(total=steps, initial=step, desc="vae", disable=not progress)
+    loss_v = float("nan")
+    while not _budget_done(step, steps, start, minutes, spent):
+        rng = np.random.default_rng([seed, 7, step])
+        half = batch // 2
+        imgs = [s.image for s in (shapes.sample(seed + 1000, int(rng.integers(1 << 30))) for _ in range(batch - half))]
+        x = torch.cat([_to_tensor(np.stack(imgs)), photo_crops(rng, photos, half)]).to(device)
+        dist = vae.encode(x).latent_dist
+        rec = vae.decode(dist.sample()).sample
+        kl = dist.kl().mean() / x[0].numel()
+        loss = (rec - x).abs().mean() + F.mse_loss(rec, x) + 1e-4 * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        loss_v = loss.item()
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_v:.4f}")
+        if step % log_every == 0:
+            _log(output, "vae", step, loss_v, spent + time.time() - start)
+        if step % every == 0:
+            _save_ckpt(ckpt, dict(model=vae.state_dict(), opt=opt.state_dict(), step=step,
+                                  seconds=spent + time.time() - start))
+    bar.close()
+    seconds = spent + time.time() - start
+    _save_ckpt(ckpt, dict(model=vae.state_dict(), opt=opt.state_dict(), step=step, seconds=seconds, done=True))
+    vae.eval()
+    return dict(steps=step, seconds=seconds, loss=loss_v)
+
+
+@torch.no_grad()
+def encode_dataset(vae, n: int, seed: int, device: str, batch: int = 64):
+    """Latent mean and std of ``n`` training shapes, with their captions."""
+    means, stds, captions = [], [], []
+    for start in range(0, n, batch):
+        items = shapes.dataset(min(batch, n - start), seed, "train", start)
+        dist = vae.encode(_to_tensor(np.stack([s.image for s in items])).to(device)).latent_dist
+        means.append(dist.mean.cpu()), stds.append(dist.std.cpu())
+        captions += [s.caption for s in items]
+    return torch.cat(means), torch.cat(stds), captions
+
+
+def train_unet(unet, text, tok, sched, latents, output: str, steps: int, minutes: float | None, batch: int,
+               seed: int, device: str, every: int, resume: bool, progress: bool = True, log_every: int = 1,
+               lr: float = 6e-4, dropout: float = 0.1) -> dict:
+    """Epsilon-prediction denoising loss; captions dropped to '' with probability ``dropout`` (CFG)."""
+    import copy
+
+    from tqdm.auto import tqdm
+
+    mean, std, captions, scale = latents
+    ckpt = os.path.join(output, "checkpoint-unet.pt")
+    params = list(unet.parameters()) + list(text.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    ema = {"unet": copy.deepcopy(unet).requires_grad_(False), "text": copy.deepcopy(text).requires_grad_(False)}
+    step, spent = 0, 0.0
+    if resume and os.path.exists(ckpt):
+        st = torch.load(ckpt, weights_only=False)
+        unet.load_state_dict(st["unet"]), text.load_state_dict(st["text"]), opt.load_state_dict(st["opt"])
+        ema["unet"].load_state_dict(st["ema_unet"]), ema["text"].load_state_dict(st["ema_text"])
+        step, spent = st["step"], st["seconds"]
+        if st.get("done") and step >= steps:
+            spent = float("inf") if minutes is not None else spent
+    for m in (unet, text, ema["unet"], ema["text"]):
+        m.to(device)
+    unet.train(), text.train()
+    ids_all = tok(captions + [""], padding="max_length", max_length=MAX_TOKENS, truncation=True,
+                  return_tensors="pt").input_ids
+    empty = ids_all[-1]
+    alphas = sched.alphas_cumprod.to(device)
+    start = time.time()
+    bar = tqdm(total=steps, initial=step, desc="unet", disable=not progress)
+    loss_v = float("nan")
+
+    def state(seconds, done=False):
+        return dict(unet=unet.state_dict(), text=text.state_dict(), opt=opt.state_dict(),
+                    ema_unet=ema["unet"].state_dict(), ema_text=ema["text"].state_dict(), step=step,
+                    seconds=seconds, done=done)
+
+    while not _budget_done(step, steps, start, minutes, spent):
+        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        idx = torch.randint(0, mean.shape[0], (batch,), generator=g)
+        z = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scale
+        ids = ids_all[idx].clone()
+        ids[torch.rand(batch, generator=g) < dropout] = empty
+        t = torch.randint(0, len(alphas), (batch,), generator=g)
+        noise = torch.randn(z.shape, generator=g)
+        z, t, noise, ids = z.to(device), t.to(device), noise.to(device), ids.to(device)
+        a = alphas[t].view(-1, 1, 1, 1)
+        x = a.sqrt() * z + (1 - a).sqrt() * noise
+        for group in opt.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / 100)
+        pred = unet(x, t, encoder_hidden_states=text(ids)[0]).sample
+        loss = F.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        decay = min(0.998, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for key, live in (("unet", unet), ("text", text)):
+                for pe, p in zip(ema[key].parameters(), live.parameters()):
+                    pe.lerp_(p.detach(), 1 - decay)
+        loss_v = loss.item()
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_v:.4f}")
+        if step % log_every == 0:
+            _log(output, "unet", step, loss_v, spent + time.time() - start)
+        if step % every == 0:
+            _save_ckpt(ckpt, state(spent + time.time() - start))
+    bar.close()
+    seconds = spent + time.time() - start
+    _save_ckpt(ckpt, state(seconds, done=True))
+    unet.load_state_dict(ema["unet"].state_dict()), text.load_state_dict(ema["text"].state_dict())
+    unet.eval(), text.eval()
+    return dict(steps=step, seconds=seconds, loss=loss_v)
+
+
+def train(output: str, steps: int = 4000, minutes: float | None = None, vae_steps: int = 600,
+          vae_minutes: float | None = None, batch_size: int = 32, vae_batch_size: int = 8, seed: int = 0, device: str = "cpu",
+          dataset_size: int = 6000, config: str = "default", every: int = 100, resume: bool = False,
+          progress: bool = True) -> str:
+    """Train both stages into ``output`` and save the pipeline there; returns ``output``."""
+    from diffusers import StableDiffusionPipeline
+
+    os.makedirs(output, exist_ok=True)
+    if not resume and os.path.exists(os.path.join(output, "losses.csv")):
+        os.remove(os.path.join(output, "losses.csv"))
+    vae, unet, text, tok, sched = build_parts(config, seed)
+    v = train_vae(vae, output, vae_steps, vae_minutes, vae_batch_size, seed, device, every, resume, progress)
+    vae.requires_grad_(False)
+    mean, std, captions = encode_dataset(vae, dataset_size, seed, device)
+    scale = float(1.0 / mean.std())
+    vae.register_to_config(scaling_factor=scale)
+    u = train_unet(unet, text, tok, sched, (mean, std, captions, scale), output, steps, minutes, batch_size, seed,
+                   device, every, resume, progress)
+    pipe = StableDiffusionPipeline(vae=vae.cpu(), text_encoder=text.cpu(), tokenizer=tok, unet=unet.cpu(),
+                                   scheduler=sched, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(output)
+    info = dict(config=config, seed=seed, batch_size=batch_size, dataset_size=dataset_size, scaling_factor=scale,
+                vae=v, unet=u, device=device, torch_threads=torch.get_num_threads())
+    with open(os.path.join(output, "training.json"), "w") as f:
+        json.dump(info, f, indent=2)
+    return output
+
+
+def run(args) -> int:
+    from ..errors import InversaError
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.config not in CONFIGS:
+        raise InversaError(f"unknown --config {args.config!r}; expected one of {', '.join(CONFIGS)}")
+    out = train(args.output, steps=args.steps, minutes=args.minutes, vae_steps=args.vae_steps,
+                vae_minutes=args.vae_minutes, batch_size=args.batch_size, vae_batch_size=args.vae_batch_size, seed=args.seed, device=args.device or "cpu",
+                dataset_size=args.dataset_size, config=args.config, every=args.checkpoint_every, resume=args.resume,
+                progress=not args.no_progress)
+    with open(os.path.join(out, "training.json")) as f:
+        info = json.load(f)
+    print(f"trained vae {info['vae']['steps']} steps ({info['vae']['seconds'] / 60:.1f} min), unet "
+          f"{info['unet']['steps']} steps ({info['unet']['seconds'] / 60:.1f} min, loss {info['unet']['loss']:.4f}) "
+          f"-> {out}")
+    return 0
+
+
+def add_command(subparsers) -> None:
+    p = subparsers.add_parser("train-tiny", help="train the small embedded text-to-image model (CPU is enough)")
+    p.add_argument("--output", "-o", default="runs/tiny", help="output folder (checkpoints + final pipeline)")
+    p.add_argument("--steps", type=int, default=4000, help="UNet training steps")
+    p.add_argument("--minutes", type=float, default=None, help="UNet wall-time budget; stops at steps or minutes")
+    p.add_argument("--vae-steps", type=int, default=600, help="VAE training steps")
+    p.add_argument("--vae-minutes", type=float, default=None, help="VAE wall-time budget")
+    p.add_argument("--batch-size", type=int, default=32, help="UNet batch")
+    p.add_argument("--vae-batch-size", type=int, default=8, help="VAE batch (half shapes, half photo crops)")
+    p.add_argument("--dataset-size", type=int, default=6000, help="shapes images encoded for the UNet stage")
+    p.add_argument("--config", default="default", help="model size: default | test (minuscule, for tests)")
+    p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint-*.pt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cpu (default), cuda, ...")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)

@@ -1,0 +1,84 @@
+"""The shapes dataset, `inversa train-tiny`, and the embedded default model."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from inversa.tiny import shapes as S
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_dataset_is_deterministic_by_seed():
+    a, b, c = S.dataset(6, seed=3), S.dataset(6, seed=3), S.dataset(6, seed=4)
+    for x, y in zip(a, b):
+        assert x.caption == y.caption and np.array_equal(x.image, y.image) and np.array_equal(x.mask, y.mask)
+    assert [x.caption for x in a] != [x.caption for x in c]
+    # an item depends only on (seed, index), not on where the list starts
+    assert np.array_equal(S.dataset(2, seed=3, start=4)[0].image, a[4].image)
+
+
+@pytest.mark.parametrize("split", ["train", "heldout"])
+def test_captions_describe_the_drawn_object(split):
+    for item in S.dataset(40, seed=1, split=split):
+        spec = item.spec
+        assert item.mask.sum() > 40
+        assert S.nearest_colour(np.median(item.image[item.mask], axis=0)) == spec.colour
+        ys, xs = np.nonzero(item.mask)
+        nearest = min(S.POSITIONS, key=lambda p: (S.POSITIONS[p][0] - xs.mean()) ** 2 + (S.POSITIONS[p][1] - ys.mean()) ** 2)
+        assert nearest == spec.position
+        corner = item.image[0, 0] if spec.position != "top left" else item.image[-1, 0]
+        if spec.background == "plain":
+            assert tuple(corner) == S.COLOURS[spec.bg_colours[0]]
+        parsed = S.parse_caption(item.caption)
+        assert (parsed.shape, parsed.colour, parsed.size, parsed.position, parsed.background, parsed.bg_colours) == \
+            (spec.shape, spec.colour, spec.size, spec.position, spec.background, spec.bg_colours)
+        assert ((spec.colour, spec.shape, spec.position) in S.HELDOUT) == (split == "heldout")
+        assert spec.colour not in spec.bg_colours
+
+
+def test_caption_words_are_whole_tokens(tmp_path):
+    from inversa.tiny.vocab import make_tokenizer
+
+    tok = make_tokenizer(str(tmp_path), S.vocabulary(), max_length=24)
+    ids = tok("a small red circle on a blue and green background, top left").input_ids
+    assert len(ids) == 2 + 13 and tok.unk_token_id not in ids[1:-1]
+
+
+def test_train_tiny_saves_a_loadable_pipeline_and_resumes(tmp_path):
+    from inversa import load_model
+    from inversa.cli import main
+
+    out = str(tmp_path / "run")
+    common = ["train-tiny", "-o", out, "--config", "test", "--vae-steps", "2", "--dataset-size", "8",
+              "--batch-size", "4", "--vae-batch-size", "2", "--checkpoint-every", "1", "--no-progress"]
+    assert main(common + ["--steps", "2"]) == 0
+    assert torch.load(os.path.join(out, "checkpoint-unet.pt"), weights_only=False)["step"] == 2
+    model = load_model(out)
+    assert model.default_size() == 64 and model.vae_scale == 2
+    assert main(common + ["--steps", "3", "--resume"]) == 0
+    state = torch.load(os.path.join(out, "checkpoint-unet.pt"), weights_only=False)
+    assert state["step"] == 3 and state["opt"]["state"]  # optimizer moments came back
+    info = json.load(open(os.path.join(out, "training.json")))
+    assert info["unet"]["steps"] == 3 and info["vae"]["steps"] == 2
+    stages = [line.split(",")[0] for line in open(os.path.join(out, "losses.csv"))]
+    assert stages.count("unet") == 3  # two steps, then one more after resuming
+
+
+def test_embedded_model_is_the_default_and_inverts_a_photo(tmp_path):
+    from inversa import load_model
+    from inversa.cli import main
+    from inversa.tiny import default_model_path
+
+    folder = default_model_path()
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(folder) for f in fs)
+    assert size < 30e6
+    model = load_model(folder)
+    assert model.default_size() == 64 and model.family == "sd"
+    out = str(tmp_path / "out")
+    assert main(["invert", os.path.join(ROOT, "examples", "astronaut.png"), "-o", out, "--steps", "10"]) == 0
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert os.path.exists(os.path.join(out, "astronaut_reconstruction.png"))
+    assert metrics["psnr"] > 18
