@@ -13,7 +13,7 @@ from .errors import InversaError
 
 
 # Modules that add a subcommand with ``add_command(subparsers)``; each sets ``run=fn(args) -> int``.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("inversa.edit", "inversa.interpolate")
 
 
 def parse_options(pairs: list[str] | None) -> dict:
