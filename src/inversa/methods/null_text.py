@@ -45,7 +45,7 @@ def invert(model, z0, condition, schedule, *, iters: int = 10, lr: float = 1e-2,
             u = model.forward(x, t, Embeds(var, pooled))
             loss = (A * x + B * (u + w * (c - u)) - target).flatten(1).pow(2).mean(1)
             used += 1
-            if float(loss.max()) < tol:
+            if float(loss.detach().max()) < tol:
                 break
             opt.zero_grad()
             loss.sum().backward()
