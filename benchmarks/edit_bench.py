@@ -9,7 +9,7 @@ the shape named in the caption. Per method we measure
   target colour; shape edits, the segmented object overlaps the target shape more than
   the source shape;
 - structure change: mean absolute difference of Sobel gradient magnitudes (x100);
-- source-branch PSNR (how well the method regenerates the input beside the edit).
+- PSNR to the rendered truth of the edit, and source-branch PSNR (regeneration of the input).
 
     PYTHONPATH=src python benchmarks/edit_bench.py --model MODEL_DIR --n 8 --steps 10
     PYTHONPATH=src python benchmarks/edit_bench.py --model random-sd   # harness check, random weights
@@ -35,24 +35,23 @@ COLOURS = {"red": (0.9, 0.1, 0.1), "green": (0.1, 0.75, 0.2), "blue": (0.15, 0.2
 BACKGROUNDS = {"white": (0.95, 0.95, 0.95), "black": (0.05, 0.05, 0.05), "gray": (0.5, 0.5, 0.5)}
 SHAPES = ("circle", "square", "triangle")
 
-try:  # the embedded model's own vocabulary, when its dataset module is present
+try:  # the embedded model's training data: its captions, palette, renderer and masks
     from inversa.tiny import shapes as _shapes
-
-    COLOURS = getattr(_shapes, "COLOURS", COLOURS)
-    BACKGROUNDS = getattr(_shapes, "BACKGROUNDS", BACKGROUNDS)
-    SHAPES = tuple(getattr(_shapes, "SHAPES", SHAPES))
-    _caption = getattr(_shapes, "caption", None)
 except ImportError:
-    _shapes, _caption = None, None
+    _shapes = None
 
 
-def caption(colour: str, shape: str, background: str) -> str:
-    if _caption is not None:
-        try:
-            return _caption(colour, shape, background)
-        except TypeError:
-            pass
-    return f"a {colour} {shape} on a {background} background"
+@dataclass
+class Sample:
+    image: torch.Tensor  # (1, 3, H, W) in [-1, 1]
+    mask: np.ndarray  # object mask, bool (H, W)
+    caption: str
+    background: np.ndarray  # the background alone, (H, W, 3) in [0, 1]
+    edits: list  # dicts: kind, target (caption), colour, target_mask, target_image
+
+
+def _tensor(img01: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img01)).float().permute(2, 0, 1)[None] * 2 - 1
 
 
 def _rgb(value):
@@ -60,6 +59,34 @@ def _rgb(value):
     return value / 255.0 if value.max() > 1.0 else value
 
 
+def palette() -> dict[str, np.ndarray]:
+    colours = _shapes.COLOURS if _shapes is not None else COLOURS
+    return {k: _rgb(v) for k, v in colours.items()}
+
+
+# --- data from the embedded model's shapes module ---------------------------------------------
+def shapes_dataset(n: int, seed: int) -> list[Sample]:
+    """Samples of ``inversa.tiny.shapes`` with one colour and one shape edit each, truth rendered."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(seed + 1)
+    out = []
+    for item in _shapes.dataset(n, seed=seed, split="train"):
+        spec = item.spec
+        colours = [c for c in _shapes.COLOURS if c != spec.colour and c not in spec.bg_colours]
+        shapes = [s for s in _shapes.SHAPES if s != spec.shape]
+        edits = []
+        for kind, new in (("colour", replace(spec, colour=str(rng.choice(colours)))),
+                          ("shape", replace(spec, shape=str(rng.choice(shapes))))):
+            image, mask = _shapes.render(new)
+            edits.append({"kind": kind, "target": new.caption, "colour": new.colour, "target_mask": mask,
+                          "target_image": _tensor(image / 255.0)})
+        out.append(Sample(_tensor(item.image / 255.0), item.mask, item.caption,
+                          _shapes.background(spec) / 255.0, edits))
+    return out
+
+
+# --- fallback: a minimal local generator (used only when inversa.tiny.shapes is absent) -----------
 def shape_mask(shape: str, size: int, cx: float, cy: float, r: float) -> np.ndarray:
     """Boolean mask of a shape of radius ``r`` centred at (cx, cy) on a size x size grid."""
     yy, xx = np.mgrid[0:size, 0:size] + 0.5
@@ -74,50 +101,40 @@ def shape_mask(shape: str, size: int, cx: float, cy: float, r: float) -> np.ndar
     raise ValueError(f"unknown shape {shape!r}")
 
 
-@dataclass
-class Sample:
-    image: torch.Tensor  # (1, 3, H, W) in [-1, 1]
-    mask: np.ndarray
-    caption: str
-    colour: str
-    shape: str
-    background: str
-    geometry: tuple  # (cx, cy, r)
-
-
-def render(colour, shape, background, geometry, size) -> tuple[torch.Tensor, np.ndarray]:
+def _local_render(colour, shape, background, geometry, size):
     mask = shape_mask(shape, size, *geometry)
-    img = np.empty((size, size, 3))
-    img[:] = _rgb(BACKGROUNDS[background])
-    img[mask] = _rgb(COLOURS[colour])
-    return torch.from_numpy(img).float().permute(2, 0, 1)[None] * 2 - 1, mask
+    bg = np.empty((size, size, 3))
+    bg[:] = BACKGROUNDS[background]
+    img = bg.copy()
+    img[mask] = COLOURS[colour]
+    return img, mask, bg
 
 
-def dataset(n: int, size: int, seed: int = 0) -> list[Sample]:
-    """``n`` shape images with masks and captions (deterministic in ``seed``)."""
+def local_dataset(n: int, size: int, seed: int = 0) -> list[Sample]:
+    """``n`` local shape images ("a red circle on a white background") with their edits and truth."""
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):
-        colour, shape = rng.choice(list(COLOURS)), rng.choice(list(SHAPES))
-        background = rng.choice(list(BACKGROUNDS))
+        colour, shape = str(rng.choice(list(COLOURS))), str(rng.choice(list(SHAPES)))
+        background = str(rng.choice(list(BACKGROUNDS)))
         r = size * rng.uniform(0.2, 0.3)
-        cx, cy = rng.uniform(r + 2, size - r - 2, 2)
-        image, mask = render(colour, shape, background, (cx, cy, r), size)
-        out.append(Sample(image, mask, caption(colour, shape, background), colour, shape, background, (cx, cy, r)))
+        geometry = (*rng.uniform(r + 2, size - r - 2, 2), r)
+        img, mask, bg = _local_render(colour, shape, background, geometry, size)
+        new_colour = str(rng.choice([c for c in COLOURS if c != colour]))
+        new_shape = str(rng.choice([s for s in SHAPES if s != shape]))
+        edits = []
+        for kind, (c, s_) in (("colour", (new_colour, shape)), ("shape", (colour, new_shape))):
+            t_img, t_mask, _ = _local_render(c, s_, background, geometry, size)
+            edits.append({"kind": kind, "target": f"a {c} {s_} on a {background} background", "colour": c,
+                          "target_mask": t_mask, "target_image": _tensor(t_img)})
+        out.append(Sample(_tensor(img), mask, f"a {colour} {shape} on a {background} background", bg, edits))
     return out
 
 
-def edits(sample: Sample, rng) -> list[dict]:
-    """One colour edit and one shape edit of a sample, with the truth of the target."""
-    colour = rng.choice([c for c in COLOURS if c != sample.colour])
-    shape = rng.choice([s for s in SHAPES if s != sample.shape])
-    size = sample.mask.shape[0]
-    return [
-        {"kind": "colour", "target": caption(colour, sample.shape, sample.background), "colour": colour,
-         "shape": sample.shape, "target_mask": sample.mask},
-        {"kind": "shape", "target": caption(sample.colour, shape, sample.background), "colour": sample.colour,
-         "shape": shape, "target_mask": shape_mask(shape, size, *sample.geometry)},
-    ]
+def dataset(n: int, size: int, seed: int = 0) -> list[Sample]:
+    if _shapes is not None and size == getattr(_shapes, "SIZE", size):
+        return shapes_dataset(n, seed)
+    return local_dataset(n, size, seed)
 
 
 # --- metrics ------------------------------------------------------------------------------------
@@ -152,6 +169,10 @@ def _gradient(img: torch.Tensor) -> torch.Tensor:
     return (gx**2 + gy**2).sqrt()[0, 0]
 
 
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return 10 * math.log10(1.0 / max(float(((a - b) / 2).pow(2).mean()), 1e-12))
+
+
 def score(original: torch.Tensor, edited: torch.Tensor, source: torch.Tensor, sample: Sample, edit: dict) -> dict:
     region = _dilate(sample.mask | edit["target_mask"], 2)
     bg = torch.from_numpy(~region)
@@ -160,17 +181,15 @@ def score(original: torch.Tensor, edited: torch.Tensor, source: torch.Tensor, sa
     out = {"bg_psnr": 10 * math.log10(1.0 / max(bg_mse, 1e-12)),
            "bg_ssim": float(_ssim_map(original, edited)[bg].mean()),
            "structure": 100 * float((_gradient(edited) - _gradient(original)).abs().mean()),
-           "src_psnr": 10 * math.log10(1.0 / max(float(((source - original) / 2).pow(2).mean()), 1e-12))}
+           "truth_psnr": _psnr(edited, edit["target_image"]), "src_psnr": _psnr(source, original)}
     rgb = ((edited[0].double() + 1) / 2).permute(1, 2, 0).numpy()
+    colours = palette()
     if edit["kind"] == "colour":
-        inner = _erode(edit["target_mask"], 1)
-        mean = rgb[inner].mean(0)
-        nearest = min(COLOURS, key=lambda c: float(np.sum((mean - _rgb(COLOURS[c])) ** 2)))
+        mean = rgb[_erode(edit["target_mask"], 1)].mean(0)
+        nearest = min(colours, key=lambda c: float(np.sum((mean - colours[c]) ** 2)))
         out["success"] = float(nearest == edit["colour"])
     else:
-        background = _rgb(BACKGROUNDS[sample.background])
-        colour = _rgb(COLOURS[edit["colour"]])
-        near_obj = np.sum((rgb - colour) ** 2, -1) < np.sum((rgb - background) ** 2, -1)
+        near_obj = np.sum((rgb - colours[edit["colour"]]) ** 2, -1) < np.sum((rgb - sample.background) ** 2, -1)
         obj = near_obj & _dilate(region, 2)
         out["success"] = float(_iou(obj, edit["target_mask"]) > _iou(obj, sample.mask))
     return out
@@ -209,8 +228,7 @@ def run(args) -> dict:
     model = open_model(args.model, args.dtype)
     size = args.size or model.default_size()
     samples = dataset(args.n, size, args.seed)
-    rng = np.random.default_rng(args.seed + 1)
-    tasks = [(s, e) for s in samples for e in edits(s, rng)]
+    tasks = [(s, e) for s in samples for e in s.edits]
     rows = {"vae round trip (ceiling)": []}
     for sample, task in tasks:  # the best any method can do: decode(encode(image)), unedited
         with torch.no_grad():
@@ -230,12 +248,14 @@ def run(args) -> dict:
                         "seconds": seconds})
         rows[method] = per
         print(f"{method}: done ({len(per)} edits)", file=sys.stderr)
-    return {"config": {k: v for k, v in vars(args).items() if k != "out"}, "image_size": size, "results": rows}
+    data = "inversa.tiny.shapes" if _shapes is not None and size == getattr(_shapes, "SIZE", size) else "local shapes"
+    return {"config": {k: v for k, v in vars(args).items() if k != "out"}, "image_size": size, "data": data,
+            "results": rows}
 
 
 def table(report: dict) -> str:
     lines = ["| method | bg PSNR (dB) | bg SSIM | colour success | shape success | structure x100 | "
-             "source PSNR (dB) | s/edit |", "|---|---|---|---|---|---|---|---|"]
+             "PSNR to truth (dB) | source PSNR (dB) | s/edit |", "|---|---|---|---|---|---|---|---|---|"]
     for method, per in report["results"].items():
         def mean(key, kind=None):
             vals = [r[key] for r in per if kind is None or r["kind"] == kind]
@@ -243,9 +263,10 @@ def table(report: dict) -> str:
 
         lines.append(f"| {method} | {mean('bg_psnr'):.2f} | {mean('bg_ssim'):.3f} | "
                      f"{100 * mean('success', 'colour'):.0f}% | {100 * mean('success', 'shape'):.0f}% | "
-                     f"{mean('structure'):.2f} | {mean('src_psnr'):.2f} | {mean('seconds'):.2f} |")
+                     f"{mean('structure'):.2f} | {mean('truth_psnr'):.2f} | {mean('src_psnr'):.2f} | "
+                     f"{mean('seconds'):.2f} |")
     cfg = report["config"]
-    head = (f"model {cfg['model'] or 'embedded'}, {report['image_size']}px, {cfg['n']} images x 2 edits, "
+    head = (f"model {cfg['model'] or 'embedded'}, data {report['data']}, {report['image_size']}px, {cfg['n']} images x 2 edits, "
             f"{cfg['steps']} steps, guidance {cfg['guidance']}, cross_replace {cfg['cross_replace']}, "
             f"dtype {cfg['dtype']}, null_text {METHOD_OPTS['null_text']}")
     return head + "\n\n" + "\n".join(lines)
