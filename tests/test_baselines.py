@@ -42,12 +42,16 @@ def test_exact_methods_on_the_oracle_all_predictions(method, opts):
         assert _rel(model, inv) < 1e-10, prediction
 
 
-def test_edict_and_bdia_cost(tiny_model):
-    model = tiny_model("sd")
-    edict = invert(model, _image(), PROMPT, method="edict", steps=3, guidance=1.0)
-    bdia = invert(model, _image(), PROMPT, method="bdia", steps=3, guidance=1.0)
-    assert edict.stats["nfe"] == 6 and bdia.stats["nfe"] == 3
-    assert [s["nfe"] for s in edict.steps] == [2, 2, 2]
+def test_costs_in_network_evaluations():
+    model = GaussianModel()
+    z0 = model.sample_data(1, PROMPT)
+    nfe = {m: invert(model, z0, PROMPT, method=m, steps=3, guidance=1.0).stats["nfe"]
+           for m in ("edict", "bdia", "ddpm_edit_friendly", "negative_prompt", "direct")}
+    assert nfe == {"edict": 6, "bdia": 3, "ddpm_edit_friendly": 3, "negative_prompt": 3, "direct": 6}
+    guided = invert(model, z0, PROMPT, method="edict", steps=3, guidance=3.0)
+    assert guided.stats["nfe"] == 12 and [s["nfe"] for s in guided.steps] == [4, 4, 4]
+    null = invert(model, z0, PROMPT, method="null_text", steps=3, guidance=3.0, iters=4, tol=0.0)
+    assert null.stats["nfe"] == 3 * (1 + 1 + 4 + 1)
 
 
 def test_bdia_rejects_gamma_zero(tiny_model):
@@ -57,26 +61,26 @@ def test_bdia_rejects_gamma_zero(tiny_model):
 
 def test_ddpm_edit_friendly_noise_maps_reconstruct_exactly(tiny_model, tmp_path):
     model = tiny_model("sd")
-    inv = invert(model, _image(), PROMPT, method="ddpm_edit_friendly", steps=4, guidance=3.0, seed=3)
+    inv = invert(model, _image(), PROMPT, method="ddpm_edit_friendly", steps=3, guidance=3.0, seed=3)
     maps = inv.state["noise_maps"]
-    assert maps.shape == (4, *inv.x_T.shape)
+    assert maps.shape == (3, *inv.x_T.shape)
     assert _rel(model, inv) < 1e-4  # float32: the maps of small-noise steps are divided by small stds
     loaded = Inversion.load(inv.save(str(tmp_path / "ef.safetensors")))
     assert torch.equal(reconstruct(model, loaded, decode=False), reconstruct(model, inv, decode=False))
     with pytest.raises(InversaError, match="same number of steps"):
-        reconstruct(model, inv, steps=3)
+        reconstruct(model, inv, steps=2)
 
 
 def test_direct_reconstructs_source_branch_exactly(tiny_model):
     model = tiny_model("sd")
-    inv = invert(model, _image(), PROMPT, method="direct", steps=5, guidance=7.5, keep_trajectory=True)
-    assert inv.state["offsets"].shape == (5, *inv.x_T.shape)
+    inv = invert(model, _image(), PROMPT, method="direct", steps=3, guidance=7.5, keep_trajectory=True)
+    assert inv.state["offsets"].shape == (3, *inv.x_T.shape)
     assert _rel(model, inv) < 5e-3  # float32 rounding of large guided steps; exact on the oracle below
     # without the offsets the guided sampler drifts far off
     plain = denoise(model, inv.x_T, schedule_of(model, inv), model.condition([PROMPT], 7.5))
     assert float(relative_error(plain, inv.z0)) > 100 * _rel(model, inv)
     # x_T is the DDIM pivot at guidance 1
-    ddim = invert(model, _image(), PROMPT, method="ddim", steps=5, guidance=1.0)
+    ddim = invert(model, _image(), PROMPT, method="ddim", steps=3, guidance=1.0)
     assert torch.allclose(inv.x_T, ddim.x_T, atol=1e-6)
 
 
@@ -112,10 +116,8 @@ def test_null_text_needs_guidance(tiny_model):
 
 def test_negative_prompt_collapses_guidance(tiny_model):
     model = tiny_model("sd")
-    neg = invert(model, _image(), PROMPT, method="negative_prompt", steps=4, guidance=7.5)
-    ddim1 = invert(model, _image(), PROMPT, method="ddim", steps=4, guidance=1.0)
-    ddim75 = invert(model, _image(), PROMPT, method="ddim", steps=4, guidance=7.5)
-    assert torch.allclose(neg.x_T, ddim1.x_T) and neg.stats["nfe"] == 4
+    neg = invert(model, _image(), PROMPT, method="negative_prompt", steps=3, guidance=7.5)
+    ddim1 = invert(model, _image(), PROMPT, method="ddim", steps=3, guidance=1.0)
+    assert torch.allclose(neg.x_T, ddim1.x_T) and neg.stats["nfe"] == 3
     # guided reconstruction with the source prompt as negative equals the unguided one
-    assert torch.allclose(reconstruct(model, neg, decode=False), reconstruct(model, ddim1, decode=False), atol=1e-5)
-    assert _rel(model, neg) < _rel(model, ddim75)
+    assert torch.allclose(reconstruct(model, neg, decode=False), reconstruct(model, ddim1, decode=False), atol=1e-4)
