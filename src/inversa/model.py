@@ -247,6 +247,8 @@ class DiffusersModel(Model):
         self.embedded_guidance = embedded_guidance if embedded_guidance is not None else 8.5
         self.device = self.net.device
         self.dtype = self.net.dtype
+        # latents and outputs stay float32, or float64 for a float64 model (exactness tests)
+        self.work_dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
         self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 1
         self.nfe = 0
 
@@ -271,10 +273,10 @@ class DiffusersModel(Model):
     def encode(self, images: Tensor) -> Tensor:
         self.check_size(images.shape[-2], images.shape[-1])
         if self.vae is None:
-            return images.float()
+            return images.to(self.work_dtype)
         with torch.no_grad():
             dist = self.vae.encode(images.to(self.device, self.vae.dtype)).latent_dist
-        z = dist.mean.float()
+        z = dist.mean.to(self.work_dtype)
         shift = self.vae.config.get("shift_factor") or 0.0
         return (z - shift) * self.vae.config.scaling_factor
 
@@ -357,7 +359,7 @@ class DiffusersModel(Model):
                 kw["timestep_cond"] = guidance_embedding(w, self.net.config.time_cond_proj_dim).to(self.device, self.dtype)
             tt = torch.full((n,), int(round(float(t))), device=self.device, dtype=torch.long)
             out = self.net(x_in, tt, encoder_hidden_states=hidden, return_dict=False, **kw)[0]
-        out = out.float().to(x.device)
+        out = out.to(x.device, self.work_dtype)
         if not torch.isfinite(out).all():
             hint = ("half precision overflowed: run it in float32 (--dtype float32)" if self.dtype in (torch.float16, torch.bfloat16)
                     else "the input diverged or the weights are broken")

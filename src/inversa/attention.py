@@ -1,0 +1,123 @@
+"""Prompt-to-prompt style attention-map injection for UNet models (diffusers attention processors).
+
+Editing runs the source and the target branch in one batch laid out as blocks
+``[source (B), target (B)]`` (twice under guidance: unconditional then conditional).
+While a step's timestep is at or above the cut-off, every cross-attention (and
+optionally self-attention) layer replaces the target rows' attention maps with the
+source rows' ones, so the target prompt's words are painted where the source's were.
+Words are aligned by token position (prompt-to-prompt's *replace* edit).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from .model import Model
+
+
+@dataclass
+class Injector:
+    """When and where to inject: timesteps ``>= cross_from`` (cross) / ``>= self_from`` (self); ``block`` = B."""
+
+    block: int
+    cross_from: float | None = None
+    self_from: float | None = None
+    t: float | None = None
+    injected: int = 0  # attention calls whose maps were replaced (for tests and reports)
+
+    def active(self, is_cross: bool) -> bool:
+        cut = self.cross_from if is_cross else self.self_from
+        return cut is not None and self.t is not None and self.t >= cut
+
+    def replace(self, probs: torch.Tensor, heads: int) -> torch.Tensor:
+        """``probs`` (M * heads, Lq, Lk), batch major; copy the source rows onto the target rows."""
+        m = probs.shape[0] // heads
+        if m % (2 * self.block):
+            return probs
+        view = probs.reshape(m // (2 * self.block), 2, self.block, heads, *probs.shape[1:]).clone()
+        view[:, 1] = view[:, 0]
+        self.injected += 1
+        return view.reshape(probs.shape)
+
+
+class InjectingProcessor:
+    """Plain attention that exposes the maps so the :class:`Injector` can replace them."""
+
+    def __init__(self, injector: Injector):
+        self.injector = injector
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kw):
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        ndim = hidden_states.ndim
+        if ndim == 4:
+            b, c, h, w = hidden_states.shape
+            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
+        is_cross = encoder_hidden_states is not None
+        context = hidden_states if not is_cross else encoder_hidden_states
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, context.shape[1], context.shape[0])
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        if not is_cross:
+            context = hidden_states
+        elif attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
+        key = attn.head_to_batch_dim(attn.to_k(context))
+        value = attn.head_to_batch_dim(attn.to_v(context))
+        probs = attn.get_attention_scores(query, key, attention_mask)
+        if self.injector.active(is_cross):
+            probs = self.injector.replace(probs, attn.heads)
+        out = attn.batch_to_head_dim(torch.bmm(probs, value))
+        out = attn.to_out[1](attn.to_out[0](out))
+        if ndim == 4:
+            out = out.transpose(-1, -2).reshape(b, c, h, w)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+def supports_injection(model) -> bool:
+    """Only UNet pipelines have the attention layers this injection understands."""
+    net = getattr(model, "net", None)
+    return net is not None and hasattr(net, "set_attn_processor") and getattr(model, "family", "") != "sd3"
+
+
+@contextmanager
+def injecting(model, injector: Injector):
+    """Install injecting processors on the model's UNet for the duration of the block, then restore."""
+    net = model.net
+    saved = net.attn_processors
+    net.set_attn_processor(InjectingProcessor(injector))
+    try:
+        yield
+    finally:
+        net.set_attn_processor(saved)
+
+
+class Timed:
+    """A view of a model that tells the injector the timestep of every network call.
+
+    Everything but ``forward`` is the wrapped model's; guidance goes through
+    :meth:`Model.predict` so that its network calls come back here.
+    """
+
+    predict = Model.predict
+    predict_parts = Model.predict_parts
+
+    def __init__(self, model, injector: Injector):
+        self.__dict__["_model"], self.__dict__["_injector"] = model, injector
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["_model"], name)
+
+    def __setattr__(self, name, value):
+        setattr(self.__dict__["_model"], name, value)
+
+    def forward(self, x, t, embeds):
+        self.__dict__["_injector"].t = float(t)
+        return self.__dict__["_model"].forward(x, t, embeds)

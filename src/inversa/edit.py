@@ -1,0 +1,180 @@
+"""Text-guided editing from an inversion: the source and target branches sampled together.
+
+Recipe: invert the image with the source prompt, then sample from the same noise
+with the target prompt as the positive prompt and the source prompt as the negative
+one, at guidance ``w``. The source branch (source prompt, the inversion's own
+unconditional prompt or side state) runs in the same batch; for ``direct`` it gets
+the recorded offsets and so reproduces the image, and on UNet models its attention
+maps are injected into the target branch for the first ``cross_replace`` of the
+steps (prompt-to-prompt). Methods keep their own samplers (EDICT, BDIA, noise maps).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .api import _as_images, _as_model, denoise, invert, schedule_of
+from .attention import Injector, Timed, injecting, supports_injection
+from .errors import InversaError
+from .methods import get_method
+from .result import Inversion
+
+# methods that invert under the sampling guidance (the others invert with the prompt alone, w = 1)
+GUIDED_INVERSION = ("null_text", "direct")
+# batch dimension of each known kind of side state (per-step state is (N, B, ...))
+BATCH_DIMS = {"uncond_hidden": 1, "offsets": 1, "noise_maps": 1, "coupled": 0, "guidance_w": 1}
+SHARED_STATE = ("guidance_t",)
+
+
+@dataclass
+class Edit:
+    """The edited images, the source branch regenerated beside them, and the inversion used."""
+
+    images: Tensor
+    source: Tensor
+    inversion: Inversion
+
+
+def combine_state(inv: Inversion, pieces: list[tuple[int, float, float]], method: str) -> dict[str, Tensor]:
+    """Side state of a new batch whose rows mix rows of ``inv``: ``(row_a, row_b, t)`` -> lerp.
+
+    Used to double a batch for editing (t = 0) and to interpolate (rows 0 and 1).
+    """
+    out = {}
+    for key, value in inv.state.items():
+        if key in SHARED_STATE or (key == "guidance_w" and value.ndim < 2):
+            out[key] = value
+            continue
+        if key not in BATCH_DIMS:
+            raise InversaError(f"method {method} keeps state {key!r} that editing does not know how to batch")
+        dim = BATCH_DIMS[key]
+        rows = [value.select(dim, a) if t == 0 else value.select(dim, b) if t == 1
+                else torch.lerp(value.select(dim, a), value.select(dim, b), t) for a, b, t in pieces]
+        out[key] = torch.stack(rows, dim)
+    return out
+
+
+def _per_sample(value, n: int, what: str) -> list[str]:
+    values = [value] * n if isinstance(value, str) else list(value)
+    if len(values) != n:
+        raise InversaError(f"{len(values)} {what} for {n} images")
+    return values
+
+
+def sample_branches(model, inv: Inversion, target_prompt, *, guidance: float = 7.5, negative=None,
+                    cross_replace: float = 0.4, self_replace: float = 0.0, decode: bool = True):
+    """Sample the source and target branches of an edit from ``inv``; returns ``(source, target)``."""
+    model = _as_model(model)
+    n = len(inv)
+    spec = get_method(inv.method)
+    targets = _per_sample(target_prompt, n, "target prompts")
+    source_neg = list(inv.negative) if inv.negative is not None else list(inv.prompts)
+    target_neg = list(inv.prompts) if negative is None else _per_sample(negative, n, "negative prompts")
+    condition = model.condition(list(inv.prompts) + targets, guidance, source_neg + target_neg)
+    state = combine_state(inv, [(i, i, 0.0) for i in range(n)] * 2, inv.method)
+    if "offsets" in state:  # Direct inversion: only the source branch is pinned to the pivot
+        state["offsets"][:, n:] = 0
+    joint = dataclasses.replace(inv, x_T=torch.cat([inv.x_T, inv.x_T]), prompts=list(inv.prompts) * 2,
+                                negative=source_neg * 2, state=state)
+    schedule = schedule_of(model, inv)
+    for name, frac in (("cross_replace", cross_replace), ("self_replace", self_replace)):
+        if not 0.0 <= frac <= 1.0:
+            raise InversaError(f"{name} must be in [0, 1], got {frac}")
+
+    def cut(frac):
+        k = int(round(frac * len(schedule)))
+        return float(schedule.timesteps[k - 1]) if k > 0 else None
+
+    injector = Injector(n, cut(cross_replace), cut(self_replace))
+    inject = supports_injection(model) and (injector.cross_from is not None or injector.self_from is not None)
+    runner = Timed(model, injector) if inject else model
+    with torch.no_grad():
+        if inject:
+            with injecting(model, injector):
+                z = _sample(spec, runner, joint, schedule, condition)
+        else:
+            z = _sample(spec, runner, joint, schedule, condition)
+    source, target = z[:n], z[n:]
+    return (model.decode(source), model.decode(target)) if decode else (source, target)
+
+
+def _sample(spec, model, inv, schedule, condition):
+    if spec.sample is not None:
+        return spec.sample(model, inv, schedule, condition)
+    return denoise(model, inv.x_T, schedule, condition, inv.state)
+
+
+def edit(model, image, source_prompt, target_prompt, method: str = "ddim", *, steps: int = 10,
+         guidance: float = 7.5, inversion_guidance: float | None = None, negative=None, cross_replace: float = 0.4,
+         self_replace: float = 0.0, spacing: str | None = None, size: int | None = None, full: bool = False,
+         **config):
+    """Edit ``image`` from ``source_prompt`` to ``target_prompt``; returns the edited images (B, 3, H, W).
+
+    ``inversion_guidance`` defaults to ``guidance`` for null_text and direct (they invert
+    under guidance) and to 1 otherwise. ``negative`` is the target branch's negative
+    prompt (default: the source prompt). ``cross_replace`` is the fraction of the steps,
+    from the noisy end, with cross-attention maps injected (0 disables; UNet models).
+    ``full=True`` returns an :class:`Edit` with the source branch and the inversion.
+    """
+    model = _as_model(model)
+    if inversion_guidance is None:
+        inversion_guidance = guidance if method in GUIDED_INVERSION else 1.0
+    images = _as_images(image, size)
+    inv = invert(model, images, source_prompt, method=method, steps=steps, guidance=inversion_guidance,
+                 spacing=spacing, **config)
+    source, target = sample_branches(model, inv, target_prompt, guidance=guidance, negative=negative,
+                                     cross_replace=cross_replace, self_replace=self_replace)
+    return Edit(target, source, inv) if full else target
+
+
+def run(args) -> int:
+    import os
+    import sys
+
+    from .cli import open_model, parse_options
+    from .images import load_image, save_image
+    from .metrics import psnr
+
+    model = open_model(args)
+    size = model.default_size() if args.size is None else (args.size or None)
+    image = load_image(args.image, size)
+    result = edit(model, image, args.source_prompt, args.target_prompt, method=args.method, steps=args.steps,
+                  guidance=args.guidance, inversion_guidance=args.inversion_guidance, negative=args.negative,
+                  cross_replace=args.cross_replace, self_replace=args.self_replace, spacing=args.spacing, full=True,
+                  **parse_options(args.opt))
+    if (args.cross_replace or args.self_replace) and not supports_injection(model):
+        print("note: attention injection needs a UNet model; edited without it", file=sys.stderr)
+    save_image(result.images[0], args.output)
+    root, ext = os.path.splitext(args.output)
+    save_image(result.source[0], f"{root}_source{ext or '.png'}")
+    print(f"{args.method}: '{args.source_prompt}' -> '{args.target_prompt}'  guidance {args.guidance}  "
+          f"source-branch psnr {float(psnr(image, result.source)[0]):.2f} dB  -> {args.output}")
+    return 0
+
+
+def add_command(sub) -> None:
+    from .cli import add_model_args
+
+    p = sub.add_parser("edit", help="edit an image from a source prompt to a target prompt",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("image", help="image file")
+    p.add_argument("--source-prompt", "-s", required=True, help="prompt describing the image")
+    p.add_argument("--target-prompt", "-t", required=True, help="prompt describing the edit")
+    add_model_args(p)
+    p.add_argument("--method", default="ddim", help="inversion method (see `inversa methods`)")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--guidance", type=float, default=7.5, help="sampling guidance w")
+    p.add_argument("--inversion-guidance", type=float, default=None,
+                   help="guidance while inverting (default: w for null_text/direct, else 1)")
+    p.add_argument("--negative", default=None, help="target branch negative prompt (default: the source prompt)")
+    p.add_argument("--cross-replace", type=float, default=0.4, help="fraction of steps with cross-attention injection")
+    p.add_argument("--self-replace", type=float, default=0.0, help="fraction of steps with self-attention injection")
+    p.add_argument("--spacing", default=None)
+    p.add_argument("--size", type=int, default=None)
+    p.add_argument("--opt", action="append", metavar="NAME=VALUE", help="method option, repeatable")
+    p.add_argument("--output", "-o", default="edited.png", help="edited image (source branch beside it)")
+    p.set_defaults(run=run)

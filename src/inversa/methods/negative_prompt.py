@@ -1,0 +1,38 @@
+"""Negative-prompt inversion (Miyake et al. 2023): the source prompt is also the unconditional prompt.
+
+With ``uncond = cond`` classifier-free guidance collapses to the conditional output
+at any scale, so DDIM inversion and sampling agree without any optimisation. For
+editing, the sampler keeps the source prompt as the negative and puts the target
+prompt as the positive one.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..model import Condition
+from . import Trace, backwards, register
+from .ddim import naive_step
+
+
+@register("negative_prompt", sample=lambda *a: sample(*a), cost="1 NFE per step (no optimisation)")
+@torch.no_grad()
+def invert(model, z0, condition, schedule, *, keep_trajectory: bool = True):
+    """DDIM inversion with the source prompt as unconditional prompt (guidance collapses to the prompt)."""
+    x, states, steps = z0, [z0], []
+    for i in backwards(schedule, "negative_prompt"):
+        start = time.perf_counter()
+        x, _ = naive_step(model, x, float(schedule.timesteps[i]), condition, schedule.levels(i), guidance=1.0)
+        states.insert(0, x)
+        steps.insert(0, {"step": i, "iters": 1, "nfe": 1, "seconds": time.perf_counter() - start})
+    return Trace(x, states if keep_trajectory else None, {}, steps)
+
+
+@torch.no_grad()
+def sample(model, inv, schedule, condition):
+    """Guided sampling with the inversion's (source) prompts as the unconditional prompt."""
+    from ..api import denoise
+
+    uncond = model.encode_prompt(list(inv.prompts))
+    return denoise(model, inv.x_T, schedule, Condition(condition.cond, uncond, condition.guidance), inv.state)

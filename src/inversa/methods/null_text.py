@@ -1,0 +1,61 @@
+"""Null-text inversion (Mokady et al. 2023): optimise the unconditional embedding of every step.
+
+The pivot is the naive DDIM inversion with the source prompt at guidance 1. Sampling
+with guidance ``w`` then drifts off it; at each step, Adam adjusts the unconditional
+(null) embedding so that the guided step lands on the next pivot state. The per-step
+embeddings are kept in ``state["uncond_hidden"]`` (N, B, L, D), which
+:func:`inversa.api.denoise` replays, so the plain sampler reconstructs.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .. import samplers
+from ..errors import InversaError
+from ..model import Embeds
+from . import Trace, register
+from ._common import pivot_trajectory, step_info
+
+
+@register("null_text", cost="1 NFE + K x (fwd+bwd) + 2 NFE per step (K = iters, early stop on tol)")
+def invert(model, z0, condition, schedule, *, iters: int = 10, lr: float = 1e-2, tol: float = 1e-5,
+           keep_trajectory: bool = True):
+    """Per-step optimised unconditional embedding that makes guided sampling follow the DDIM pivot."""
+    if condition.uncond is None:
+        raise InversaError("null_text optimises the unconditional embedding: invert with guidance != 1")
+    n, w = z0.shape[0], condition.guidance
+    pivots = pivot_trajectory(model, z0, condition, schedule)
+    uncond = condition.uncond.expand(n)
+    null, pooled = uncond.hidden.detach().clone(), uncond.pooled
+    cond = condition.cond.expand(n)
+    x, states, steps, nulls = pivots[0], [pivots[0]], [], []
+    for i in range(len(schedule)):
+        start = time.perf_counter()
+        t, levels = float(schedule.timesteps[i]), schedule.levels(i)
+        A, B = samplers.coefficients(model.prediction, *levels)
+        target = pivots[i + 1]
+        with torch.no_grad():
+            c = model.forward(x, t, cond)
+        var = null.clone().requires_grad_(True)
+        opt = torch.optim.Adam([var], lr=lr)
+        used, loss = 0, torch.zeros(n)
+        for _ in range(iters):
+            u = model.forward(x, t, Embeds(var, pooled))
+            loss = (A * x + B * (u + w * (c - u)) - target).flatten(1).pow(2).mean(1)
+            used += 1
+            if float(loss.detach().max()) < tol:
+                break
+            opt.zero_grad()
+            loss.sum().backward()
+            opt.step()
+        null = var.detach()
+        with torch.no_grad():
+            u = model.forward(x, t, Embeds(null, pooled))
+            x = A * x + B * (u + w * (c - u))
+        nulls.append(null)
+        states.append(x)
+        steps.append(step_info(i, 1 + used + 2, time.perf_counter() - start, iters=used,
+                               residual=loss.detach().double().tolist()))
+    return Trace(pivots[0], states if keep_trajectory else None, {"uncond_hidden": torch.stack(nulls)}, steps)
