@@ -22,22 +22,8 @@ def _gaussian(size: int = 11, sigma: float = 1.5) -> Tensor:
 
 def ssim(a: Tensor, b: Tensor, window: int = 11) -> Tensor:
     """Structural similarity (Wang et al. 2004, Gaussian window) on [0, 1] images, mean over channels."""
-    a, b = (a.float() + 1) / 2, (b.float() + 1) / 2
-    window = min(window, a.shape[-1], a.shape[-2])
-    window -= 1 - window % 2
-    g = _gaussian(window, 1.5 * window / 11)
-    c = a.shape[1]
-    kx, ky = g.view(1, 1, 1, -1).repeat(c, 1, 1, 1), g.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
-
-    def blur(x):
-        return F.conv2d(F.conv2d(x, kx, groups=c), ky, groups=c)
-
-    c1, c2 = 0.01**2, 0.03**2
-    mu_a, mu_b = blur(a), blur(b)
-    var_a, var_b = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2
-    cov = blur(a * b) - mu_a * mu_b
-    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    return s.flatten(1).mean(1)
+    lum, cs = _ssim_maps((a.float() + 1) / 2, (b.float() + 1) / 2, window)
+    return (lum * cs).flatten(1).mean(1)
 
 
 def latent_mse(a: Tensor, b: Tensor) -> Tensor:
@@ -77,8 +63,8 @@ def ms_ssim_scales(height: int, width: int, window: int = 11, max_scales: int = 
     return m
 
 
-def _ssim_parts(a: Tensor, b: Tensor, window: int) -> tuple[Tensor, Tensor]:
-    """Per-image mean luminance term and contrast-structure term on [0, 1] images."""
+def _ssim_maps(a: Tensor, b: Tensor, window: int) -> tuple[Tensor, Tensor]:
+    """Luminance and contrast-structure maps of SSIM on [0, 1] images."""
     window = min(window, a.shape[-1], a.shape[-2])
     window -= 1 - window % 2
     g = _gaussian(window, 1.5 * window / 11) if window > 1 else torch.ones(1)
@@ -94,6 +80,12 @@ def _ssim_parts(a: Tensor, b: Tensor, window: int) -> tuple[Tensor, Tensor]:
     cov = blur(a * b) - mu_a * mu_b
     lum = (2 * mu_a * mu_b + c1) / (mu_a**2 + mu_b**2 + c1)
     cs = (2 * cov + c2) / (var_a + var_b + c2)
+    return lum, cs
+
+
+def _ssim_parts(a: Tensor, b: Tensor, window: int) -> tuple[Tensor, Tensor]:
+    """Per-image mean luminance term and contrast-structure term (the MS-SSIM factors)."""
+    lum, cs = _ssim_maps(a, b, window)
     return lum.flatten(1).mean(1), cs.flatten(1).mean(1)
 
 
