@@ -58,3 +58,13 @@ def test_partial_inversion_stops_early():
     inv = invert(model, z0, steps=10, strength=0.3, method="fixed_point", iters=40, tol=1e-26)
     assert inv.num_steps == 3 and inv.timesteps[0] == model.schedule(10).timesteps[7]
     assert float(relative_error(reconstruct(model, inv), z0)) < 1e-8
+
+
+def test_per_step_state_refuses_another_step_count():
+    from inversa import InversaError
+
+    model = GaussianModel()
+    z0 = model.sample_data(1, "a cat")
+    inv = invert(model, z0, "a cat", method="null_text", steps=4, guidance=3.0)
+    with pytest.raises(InversaError, match="per-step embeddings for 4 steps"):
+        reconstruct(model, inv, steps=6)

@@ -88,6 +88,9 @@ def denoise(model: Model, x_T: Tensor, schedule: Schedule, condition: Condition,
     embeddings (N, B, L, D).
     """
     state = state or {}
+    if "uncond_hidden" in state and state["uncond_hidden"].shape[0] != len(schedule):
+        raise InversaError(f"this inversion holds per-step embeddings for {state['uncond_hidden'].shape[0]} steps; "
+                           f"sample with the same number of steps, not {len(schedule)}")
     x = x_T
     for i in range(len(schedule)):
         t = float(schedule.timesteps[i])
