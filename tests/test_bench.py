@@ -71,12 +71,8 @@ def test_captions_coco_and_text(tmp_path):
     assert [(i.id, i.caption) for i in ds.items] == [("a.png", "a red square"), ("b.png", "a blue disc")]
     x = ds.items[0].load(32, "center")
     assert x.shape == (1, 3, 32, 32) and torch.allclose(x[0, 0], torch.ones(32, 32))
-    with pytest.raises(InversaError, match="shapes"):
-        try:
-            import inversa.tiny.shapes  # noqa: F401
-            pytest.skip("inversa.tiny.shapes is installed")
-        except ImportError:
-            open_dataset("builtin:shapes")
+    with pytest.raises(InversaError, match="unknown built-in dataset 'nope'; available: photos, shapes"):
+        open_dataset("builtin:nope")
 
 
 @pytest.fixture(scope="module")
