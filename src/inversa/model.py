@@ -394,7 +394,7 @@ def load_model(name_or_path: str, dtype: str | torch.dtype = "float32", device: 
                       or name_or_path.startswith((".", "/"))):
         raise InversaError(f"model folder {name_or_path} does not exist")
     try:
-        pipe = DiffusionPipeline.from_pretrained(name_or_path, torch_dtype=dtype, local_files_only=local,
+        pipe = DiffusionPipeline.from_pretrained(name_or_path, dtype=dtype, local_files_only=local,
                                                  **_absent_components(name_or_path))
     except InversaError:
         raise
