@@ -19,6 +19,15 @@ def quiet_libraries():
     diffusers.utils.logging.disable_progress_bar()
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small solver workloads run faster on one thread than on two contended ones (opt in per module)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def pipeline_dir(tmp_path_factory):
     """Folders of tiny random pipelines, saved once per session: pipeline_dir('sd') -> path."""

@@ -7,16 +7,10 @@ from inversa.errors import InversaError
 from inversa.methods.polaris import polaris_scale
 from inversa.metrics import latent_mse, relative_error
 from inversa.oracle import GaussianModel
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small solver workloads run faster on one thread than on two contended ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 from inversa.result import Inversion
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_scale_is_the_least_squares_minimiser():

@@ -9,16 +9,10 @@ from inversa.methods import get_method
 from inversa.methods.preciseinv import paper_lr, solve
 from inversa.metrics import latent_mse, relative_error
 from inversa.oracle import GaussianModel
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small solver workloads run faster on one thread than on two contended ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 from inversa.solvers import StepProblem, solve_paper
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _oracle(prediction, n=2):
