@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from inversa import invert, reconstruct
-from inversa.attention import Injector, InjectingProcessor, injecting
+from inversa.attention import Injector, InjectingProcessor, align_tokens, injecting, token_columns
 from inversa.cli import main
 from inversa.edit import edit, sample_branches
 from inversa.errors import InversaError
@@ -67,6 +67,34 @@ def test_injecting_processor_matches_default_attention_and_copies_maps(tiny_mode
         copied = model.forward(torch.cat([x[:1], x[:1]]), 500, model.encode_prompt([SRC, SRC]))
     assert torch.allclose(ref, same, atol=1e-5)
     assert inj.injected > 0 and torch.allclose(copied[0], copied[1], atol=1e-6)
+
+
+def test_token_alignment_maps_shared_and_swapped_words_and_leaves_new_ones():
+    # bos a red circle eos pad pad  ->  bos a big blue circle eos pad
+    assert align_tokens([0, 5, 6, 7, 1, 2, 2], [0, 5, 9, 8, 7, 1, 2]).tolist() == [0, 1, -1, -1, 3, 4, 5]
+    assert align_tokens([0, 5, 6, 7, 1], [0, 5, 8, 7, 1]).tolist() == [0, 1, 2, 3, 4]  # swap: replace edit
+
+
+def test_injector_takes_mapped_source_columns_and_keeps_own_for_new_words():
+    probs = torch.arange(16.0).reshape(2, 2, 4)  # (source, target) x Lq 2 x Lk 4, one head, no guidance
+    inj = Injector(block=1, columns=torch.tensor([[[0, -1, 1, 3]]]))
+    out = inj.replace(probs, heads=1, is_cross=True)
+    assert torch.equal(out[0], probs[0])
+    assert out[1].tolist() == [[0, 9, 1, 3], [4, 13, 5, 7]]
+    assert torch.equal(inj.replace(probs, heads=1, is_cross=False)[1], probs[0])  # self-attention: plain copy
+
+
+def test_prompts_of_different_lengths_edit_with_aligned_injection(tiny_model):
+    model = tiny_model("sd")
+    cols = token_columns(model, [["a red circle"]], [["a big blue circle"]])[0, 0]
+    tok = model.pipe.tokenizer
+    src, tgt = (tok(p).input_ids for p in ("a red circle", "a big blue circle"))
+    mapped = cols[cols >= 0]
+    assert cols[len(tgt) - 1] == len(src) - 1 and cols[0] == 0  # end and start of text align
+    assert (cols == -1).any() and bool((mapped[1:] > mapped[:-1]).all())  # new words keep their own; monotone
+    inv = invert(model, _image(), SRC, method="ddim", steps=2)
+    _, z = sample_branches(model, inv, "a big blue circle", guidance=3.0, cross_replace=1.0, decode=False)
+    assert z.shape == inv.z0.shape and torch.isfinite(z).all()
 
 
 def test_edit_on_a_model_without_unet_skips_injection():

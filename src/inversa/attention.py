@@ -5,12 +5,15 @@ Editing runs the source and the target branch in one batch laid out as blocks
 While a step's timestep is at or above the cut-off, every cross-attention (and
 optionally self-attention) layer replaces the target rows' attention maps with the
 source rows' ones, so the target prompt's words are painted where the source's were.
-Words are aligned by token position (prompt-to-prompt's *replace* edit).
+Tokens are aligned by a sequence alignment of the two prompts: shared and swapped
+words take the source word's map (prompt-to-prompt's *replace*), inserted words keep
+their own (its *refine*), so prompts of different lengths edit too.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from difflib import SequenceMatcher
 
 import torch
 
@@ -25,21 +28,58 @@ class Injector:
     cross_from: float | None = None
     self_from: float | None = None
     t: float | None = None
+    columns: torch.Tensor | None = None  # (groups, B, tokens): source token of each target token, -1 = own
     injected: int = 0  # attention calls whose maps were replaced (for tests and reports)
 
     def active(self, is_cross: bool) -> bool:
         cut = self.cross_from if is_cross else self.self_from
         return cut is not None and self.t is not None and self.t >= cut
 
-    def replace(self, probs: torch.Tensor, heads: int) -> torch.Tensor:
-        """``probs`` (M * heads, Lq, Lk), batch major; copy the source rows onto the target rows."""
+    def replace(self, probs: torch.Tensor, heads: int, is_cross: bool = False) -> torch.Tensor:
+        """``probs`` (M * heads, Lq, Lk), batch major; copy the source rows onto the target rows.
+
+        Cross-attention columns are taken through ``columns`` (the last groups of it: the
+        conditional group comes last when guidance adds an unconditional one).
+        """
         m = probs.shape[0] // heads
         if m % (2 * self.block):
             return probs
-        view = probs.reshape(m // (2 * self.block), 2, self.block, heads, *probs.shape[1:]).clone()
-        view[:, 1] = view[:, 0]
+        groups = m // (2 * self.block)
+        view = probs.reshape(groups, 2, self.block, heads, *probs.shape[1:]).clone()
+        source = view[:, 0]
+        cols = self.columns
+        if is_cross and cols is not None and cols.shape[-1] == probs.shape[-1] and cols.shape[0] >= groups:
+            cols = cols[-groups:, :, None, None, :].to(probs.device)
+            mapped = torch.gather(source, -1, cols.clamp(min=0).expand_as(source))
+            source = torch.where(cols >= 0, mapped, view[:, 1])
+        view[:, 1] = source
         self.injected += 1
         return view.reshape(probs.shape)
+
+
+def align_tokens(source: list[int], target: list[int]) -> torch.Tensor:
+    """For each target token, the index of its source token (-1 where the target's word is new).
+
+    Equal runs and same-length swaps map one to one; other insertions keep their own map.
+    """
+    out = torch.full((len(target),), -1, dtype=torch.long)
+    for op, i0, i1, j0, j1 in SequenceMatcher(None, source, target, autojunk=False).get_opcodes():
+        if op == "equal" or (op == "replace" and i1 - i0 == j1 - j0):
+            out[j0:j1] = torch.arange(i0, i1)
+    return out
+
+
+def token_columns(model, source: list[list[str]], target: list[list[str]]) -> torch.Tensor | None:
+    """``(groups, B, tokens)`` alignments of each group's source and target prompts, or None without a tokenizer."""
+    tok = getattr(getattr(model, "pipe", None), "tokenizer", None)
+    if tok is None:
+        return None
+
+    def ids(prompts):
+        return tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True).input_ids
+
+    return torch.stack([torch.stack([align_tokens(a, b) for a, b in zip(ids(s), ids(t))])
+                        for s, t in zip(source, target)])
 
 
 class InjectingProcessor:
@@ -71,7 +111,7 @@ class InjectingProcessor:
         value = attn.head_to_batch_dim(attn.to_v(context))
         probs = attn.get_attention_scores(query, key, attention_mask)
         if self.injector.active(is_cross):
-            probs = self.injector.replace(probs, attn.heads)
+            probs = self.injector.replace(probs, attn.heads, is_cross)
         out = attn.batch_to_head_dim(torch.bmm(probs, value))
         out = attn.to_out[1](attn.to_out[0](out))
         if ndim == 4:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from .api import _as_images, _as_model, denoise, invert, schedule_of
-from .attention import Injector, Timed, injecting, supports_injection
+from .attention import Injector, Timed, injecting, supports_injection, token_columns
 from .errors import InversaError
 from .methods import get_method
 from .result import Inversion
@@ -91,6 +91,8 @@ def sample_branches(model, inv: Inversion, target_prompt, *, guidance: float = 7
 
     injector = Injector(n, cut(cross_replace), cut(self_replace))
     inject = supports_injection(model) and (injector.cross_from is not None or injector.self_from is not None)
+    if inject:  # groups in batch order: unconditional (negatives), then conditional
+        injector.columns = token_columns(model, [source_neg, list(inv.prompts)], [target_neg, targets])
     runner = Timed(model, injector) if inject else model
     with torch.no_grad():
         if inject:

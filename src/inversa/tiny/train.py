@@ -5,15 +5,17 @@ Two stages, both resumable from ``OUTPUT/checkpoint-*.pt``:
    random crops of the photos bundled with scikit-image / scikit-learn, so it also
    reconstructs real photos;
 2. a UNet2DConditionModel and a small CLIPTextModel trained jointly on cached latents
-   of the shapes dataset, epsilon prediction, 10% caption dropout for classifier-free
-   guidance, EMA weights.
+   of the shapes dataset, v-prediction by default (its loss weighs the noisy timesteps,
+   where colours and layout are decided, far more than epsilon's), 10% caption dropout
+   for classifier-free guidance, EMA weights.
 The result is a StableDiffusionPipeline folder loadable with ``from_pretrained``.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
+import shlex
+import sys
 import time
 
 import numpy as np
@@ -30,7 +32,7 @@ CONFIGS = {
 MAX_TOKENS = 24
 
 
-def build_parts(config: str, seed: int = 0):
+def build_parts(config: str, seed: int = 0, prediction: str = "v_prediction"):
     """Fresh (vae, unet, text_encoder, tokenizer, scheduler) of the named size."""
     import tempfile
 
@@ -55,7 +57,7 @@ def build_parts(config: str, seed: int = 0):
                                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=h,
                                 attention_head_dim=8, norm_num_groups=c["groups"])
     sched = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                          set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
+                          set_alpha_to_one=False, steps_offset=1, prediction_type=prediction)
     return vae, unet, text, tok, sched
 
 
@@ -180,7 +182,7 @@ def encode_dataset(vae, n: int, seed: int, device: str, batch: int = 64):
 def train_unet(unet, text, tok, sched, latents, output: str, steps: int, minutes: float | None, batch: int,
                seed: int, device: str, every: int, resume: bool, progress: bool = True, log_every: int = 1,
                lr: float = 6e-4, dropout: float = 0.1) -> dict:
-    """Epsilon-prediction denoising loss; captions dropped to '' with probability ``dropout`` (CFG)."""
+    """Denoising loss on the scheduler's prediction type; captions dropped to '' with probability ``dropout`` (CFG)."""
     import copy
 
     from tqdm.auto import tqdm
@@ -205,6 +207,7 @@ def train_unet(unet, text, tok, sched, latents, output: str, steps: int, minutes
                   return_tensors="pt").input_ids
     empty = ids_all[-1]
     alphas = sched.alphas_cumprod.to(device)
+    v_prediction = sched.config.prediction_type == "v_prediction"
     start = time.time()
     bar = tqdm(total=steps, initial=step, desc="unet", disable=not progress)
     loss_v = float("nan")
@@ -228,7 +231,7 @@ def train_unet(unet, text, tok, sched, latents, output: str, steps: int, minutes
         for group in opt.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / 100)
         pred = unet(x, t, encoder_hidden_states=text(ids)[0]).sample
-        loss = F.mse_loss(pred, noise)
+        loss = F.mse_loss(pred, a.sqrt() * noise - (1 - a).sqrt() * z if v_prediction else noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -257,14 +260,18 @@ def train_unet(unet, text, tok, sched, latents, output: str, steps: int, minutes
 def train(output: str, steps: int = 4000, minutes: float | None = None, vae_steps: int = 600,
           vae_minutes: float | None = None, batch_size: int = 32, vae_batch_size: int = 8, seed: int = 0, device: str = "cpu",
           dataset_size: int = 6000, config: str = "default", every: int = 100, resume: bool = False,
-          progress: bool = True) -> str:
-    """Train both stages into ``output`` and save the pipeline there; returns ``output``."""
+          progress: bool = True, prediction: str = "v_prediction", command: str | None = None) -> str:
+    """Train both stages into ``output`` and save the pipeline there; returns ``output``.
+
+    ``command`` (the command line) is appended to the ``commands`` kept in training.json
+    across resumes, for the model card.
+    """
     from diffusers import StableDiffusionPipeline
 
     os.makedirs(output, exist_ok=True)
     if not resume and os.path.exists(os.path.join(output, "losses.csv")):
         os.remove(os.path.join(output, "losses.csv"))
-    vae, unet, text, tok, sched = build_parts(config, seed)
+    vae, unet, text, tok, sched = build_parts(config, seed, prediction)
     v = train_vae(vae, output, vae_steps, vae_minutes, vae_batch_size, seed, device, every, resume, progress)
     vae.requires_grad_(False)
     mean, std, captions = encode_dataset(vae, dataset_size, seed, device)
@@ -276,9 +283,11 @@ def train(output: str, steps: int = 4000, minutes: float | None = None, vae_step
                                    scheduler=sched, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     pipe.save_pretrained(output)
-    info = dict(config=config, seed=seed, batch_size=batch_size, dataset_size=dataset_size, scaling_factor=scale,
+    info_path = os.path.join(output, "training.json")
+    commands = json.load(open(info_path)).get("commands", []) if resume and os.path.exists(info_path) else []
+    info = dict(commands=commands + ([command] if command else []), config=config, prediction=prediction, seed=seed, batch_size=batch_size, dataset_size=dataset_size, scaling_factor=scale,
                 vae=v, unet=u, device=device, torch_threads=torch.get_num_threads())
-    with open(os.path.join(output, "training.json"), "w") as f:
+    with open(info_path, "w") as f:
         json.dump(info, f, indent=2)
     return output
 
@@ -293,7 +302,8 @@ def run(args) -> int:
     out = train(args.output, steps=args.steps, minutes=args.minutes, vae_steps=args.vae_steps,
                 vae_minutes=args.vae_minutes, batch_size=args.batch_size, vae_batch_size=args.vae_batch_size, seed=args.seed, device=args.device or "cpu",
                 dataset_size=args.dataset_size, config=args.config, every=args.checkpoint_every, resume=args.resume,
-                progress=not args.no_progress)
+                progress=not args.no_progress, prediction=args.prediction,
+                command="inversa " + shlex.join(sys.argv[1:]))
     with open(os.path.join(out, "training.json")) as f:
         info = json.load(f)
     print(f"trained vae {info['vae']['steps']} steps ({info['vae']['seconds'] / 60:.1f} min), unet "
@@ -313,6 +323,8 @@ def add_command(subparsers) -> None:
     p.add_argument("--vae-batch-size", type=int, default=8, help="VAE batch (half shapes, half photo crops)")
     p.add_argument("--dataset-size", type=int, default=6000, help="shapes images encoded for the UNet stage")
     p.add_argument("--config", default="default", help="model size: default | test (minuscule, for tests)")
+    p.add_argument("--prediction", default="v_prediction", choices=["v_prediction", "epsilon"],
+                   help="what the UNet predicts (v weighs the noisy, layout-deciding steps more)")
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint-*.pt")
     p.add_argument("--seed", type=int, default=0)
