@@ -141,3 +141,38 @@ def test_cli_edit_and_interpolate(pipeline_dir, photo, tmp_path, capsys):
     assert (folder / "strip.png").exists() and len(list(folder.glob("frame_*.png"))) == 2
     assert main(["edit", photo, "-s", SRC, "-t", TGT, "--model", pipeline_dir("sd"), "--steps", "2",
                  "--method", "nope"]) == 2
+
+
+def _edit_bench():
+    import importlib.util
+    import pathlib
+    import sys
+
+    path = pathlib.Path(__file__).parents[1] / "benchmarks" / "edit_bench.py"
+    spec = importlib.util.spec_from_file_location("edit_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["edit_bench"] = module  # dataclasses look their module up while being built
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_edit_bench_scores_the_truth_as_success_and_the_input_as_failure():
+    eb = _edit_bench()
+    for task in eb.tasks(2, seed=1):
+        perfect = eb.score(task, task.target_image, task.image)
+        assert perfect["success"] == 1.0 and perfect["bg_psnr"] == pytest.approx(120.0)
+        assert perfect["truth_psnr"] > 100 and perfect["src_psnr"] > 100
+        unchanged = eb.score(task, task.image, task.image)
+        assert unchanged["success"] == 0.0 and unchanged["structure"] == 0.0
+
+
+def test_edit_bench_writes_table_rows_and_gallery(tmp_path):
+    eb = _edit_bench()
+    out = tmp_path / "edit"
+    assert eb.main(["--model", "random-sd", "--n", "1", "--steps", "2", "--methods", "ddim", "direct",
+                    "--out", str(out)]) == 0
+    table = (tmp_path / "edit.md").read_text()
+    assert all(f"| {m} |" in table for m in ("vae round trip (ceiling)", "ddim", "direct"))
+    rows = __import__("json").loads((tmp_path / "edit.json").read_text())["results"]
+    assert [r["kind"] for r in rows["direct"]] == ["colour", "shape"]
+    assert (tmp_path / "edit.png").stat().st_size > 1000

@@ -26,6 +26,14 @@ def ssim(a: Tensor, b: Tensor, window: int = 11) -> Tensor:
     return (lum * cs).flatten(1).mean(1)
 
 
+def ssim_map(a: Tensor, b: Tensor, window: int = 7) -> Tensor:
+    """Per-pixel SSIM (B, H, W) on [-1, 1] images, reflect-padded so it lines up with masks."""
+    p = window // 2
+    a, b = (F.pad(x.float(), [p] * 4, mode="reflect") for x in (a, b))
+    lum, cs = _ssim_maps((a + 1) / 2, (b + 1) / 2, window)
+    return (lum * cs).mean(1)
+
+
 def latent_mse(a: Tensor, b: Tensor) -> Tensor:
     return (a.double() - b.double()).pow(2).flatten(1).mean(1)
 
