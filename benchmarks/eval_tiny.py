@@ -2,7 +2,8 @@
 
 For 50 captions whose (colour, shape, position) triple never occurs in training, sample
 one image each and compare it with what the shapes generator draws for that caption:
-- object colour: palette colour nearest the median of the caption's mask region;
+- object colour: palette colour nearest the median of the caption's mask region, and
+  (position-free) the most common palette colour of the pixels that are not background;
 - background colour: palette colour nearest the median outside the (dilated) mask,
   per half for two-tone backgrounds;
 - object mask: pixels nearer the named object colour than the named background;
@@ -16,6 +17,7 @@ Usage: PYTHONPATH=src python benchmarks/eval_tiny.py [--model FOLDER] [--run run
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -57,6 +59,17 @@ def _reference_background(spec: S.ShapeSpec) -> np.ndarray:
     return out
 
 
+def _dominant_object_colour(img: np.ndarray, spec: S.ShapeSpec, far: float = 60.0, min_pixels: int = 10):
+    """Most common palette colour among pixels that are neither near nor labelled as the named background."""
+    names = list(S.COLOURS)
+    palette = np.array([S.COLOURS[n] for n in names], float)
+    labels = ((img[..., None, :] - palette) ** 2).sum(-1).argmin(-1)
+    backgrounds = [S.background(dataclasses.replace(spec, vertical=v)) for v in (True, False)]  # either gradient way
+    near_bg = np.min([((img - b) ** 2).sum(-1) for b in backgrounds], axis=0)
+    fg = (near_bg > far ** 2) & ~np.isin(labels, [names.index(c) for c in spec.bg_colours])
+    return names[np.bincount(labels[fg], minlength=len(names)).argmax()] if fg.sum() >= min_pixels else None
+
+
 def score(image: np.ndarray, caption: str) -> dict:
     """Scores of one generated uint8 image against the caption's nominal rendering."""
     spec = S.parse_caption(caption)
@@ -65,7 +78,8 @@ def score(image: np.ndarray, caption: str) -> dict:
     obj = np.array(S.COLOURS[spec.colour], float)
     bg = _reference_background(spec)
     pred = ((img - obj) ** 2).sum(-1) < ((img - bg) ** 2).sum(-1)
-    out = dict(object_colour=S.nearest_colour(np.median(img[ref], axis=0)) == spec.colour)
+    out = dict(object_colour=S.nearest_colour(np.median(img[ref], axis=0)) == spec.colour,
+               object_colour_anywhere=_dominant_object_colour(img, spec) == spec.colour)
     outside = ~_dilate(ref, 3)
     halves = [np.ones_like(ref)] if spec.background != "two-tone" else \
         [np.arange(S.SIZE)[None, :] < S.SIZE // 2, np.arange(S.SIZE)[None, :] >= S.SIZE // 2]
@@ -189,7 +203,7 @@ def main(argv=None) -> int:
 
 
 def _row(name: str, d: dict) -> str:
-    return (f"| {name} | {d['object_colour']:.0%} | {d['background_colour']:.0%} | {d['iou']:.2f} | "
+    return (f"| {name} | {d['object_colour']:.0%} | {d['object_colour_anywhere']:.0%} | {d['background_colour']:.0%} | {d['iou']:.2f} | "
             f"{d['centred_iou']:.2f} | {d['shape']:.0%} | {d['position']:.0%} |")
 
 
@@ -252,15 +266,17 @@ def card(result: dict, training: dict, captions: list[str]) -> str:
         "",
         f"`benchmarks/eval_tiny.py`: DDIM {result['steps']} steps, guidance {result['guidance']}, one sample per "
         f"caption ({result['sample_seconds']:.0f} s for all on CPU). Each sample is compared with the generator's",
-        "rendering of its caption: object colour = palette colour nearest the median of the caption's mask region;",
+        "rendering of its caption: object colour at its place = palette colour nearest the median of the caption's",
+        "mask region; anywhere = most common palette colour among pixels far from and not labelled as the named",
+        "background;",
         "background colour = nearest palette colour outside the mask (each half for two-tone); object mask = pixels",
         "nearer the named object colour than the named background; IoU against the generator's mask, the same",
         "after centring both masks (shape alone), shape = generator shape that best overlaps the centred mask,",
         "position = named position nearest the mask centroid. 'shuffled' scores the same samples against other",
         "captions (chance level); 'generator' scores the generator's own images (jittered position/size).",
         "",
-        "| | object colour | background colour | mask IoU | centred IoU | shape | position |",
-        "|---|---|---|---|---|---|---|",
+        "| | object colour (at its place) | object colour (anywhere) | background colour | mask IoU | centred IoU | shape | position |",
+        "|---|---|---|---|---|---|---|---|",
         _row("samples, held-out captions", result["heldout"]),
         _row("control: shuffled captions", result["shuffled_control"]),
         _row("generator (upper bound)", result["generator"]),
