@@ -62,7 +62,9 @@ def test_train_tiny_saves_a_loadable_pipeline_and_resumes(tmp_path):
     state = torch.load(os.path.join(out, "checkpoint-unet.pt"), weights_only=False)
     assert state["step"] == 3 and state["opt"]["state"]  # optimizer moments came back
     info = json.load(open(os.path.join(out, "training.json")))
-    assert info["unet"]["steps"] == 3 and info["vae"]["steps"] == 2
+    assert info["unet"]["steps"] == 3 and info["vae"]["steps"] == 2 and info["prediction"] == "v_prediction"
+    assert info["commands"] == ["inversa " + " ".join(common + ["--steps", s]) + r for s, r in (("2", ""), ("3", " --resume"))]
+    assert model.prediction == "v_prediction"
     stages = [line.split(",")[0] for line in open(os.path.join(out, "losses.csv"))]
     assert stages.count("unet") == 3  # two steps, then one more after resuming
 

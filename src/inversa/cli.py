@@ -6,6 +6,7 @@ import ast
 import importlib
 import json
 import os
+import shlex
 import sys
 import time
 
@@ -160,7 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.command_line = "inversa " + shlex.join(argv)  # recorded by commands that write provenance
     try:
         _quiet()
         return args.run(args)

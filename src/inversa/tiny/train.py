@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
-import sys
 import time
 
 import numpy as np
@@ -303,7 +301,7 @@ def run(args) -> int:
                 vae_minutes=args.vae_minutes, batch_size=args.batch_size, vae_batch_size=args.vae_batch_size, seed=args.seed, device=args.device or "cpu",
                 dataset_size=args.dataset_size, config=args.config, every=args.checkpoint_every, resume=args.resume,
                 progress=not args.no_progress, prediction=args.prediction,
-                command="inversa " + shlex.join(sys.argv[1:]))
+                command=getattr(args, "command_line", None))
     with open(os.path.join(out, "training.json")) as f:
         info = json.load(f)
     print(f"trained vae {info['vae']['steps']} steps ({info['vae']['seconds'] / 60:.1f} min), unet "
