@@ -147,7 +147,6 @@ def loss_curve(csv: str, path: str) -> None:
 
 
 def main(argv=None) -> int:
-    torch.set_num_threads(1)
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None, help="pipeline folder (default: the embedded model)")
     ap.add_argument("--run", default=None, help="training folder with losses.csv and training.json")
@@ -155,8 +154,10 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--guidance", type=float, default=3.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--write-card", action="store_true", help="write README.md, loss.png, samples.png into the model")
     args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
 
     from inversa import load_model
     from inversa.tiny import default_model_path
@@ -208,14 +209,19 @@ def _row(name: str, d: dict) -> str:
 
 
 def _verdict(result: dict) -> str:
+    """Which caption attributes the samples follow clearly above the shuffled-caption chance level."""
     h, c = result["heldout"], result["shuffled_control"]
-    if h["object_colour"] - c["object_colour"] < 0.15 and h["centred_iou"] - c["centred_iou"] < 0.1:
-        return ("**Status: undertrained.** At this training length the samples do not yet follow the captions: the "
-                "scores are at the shuffled-caption chance level. The model works as a smooth image prior for "
-                "inversion (its autoencoder reconstructs photos), not yet as a text-to-image generator; continue "
-                "training with `inversa train-tiny -o runs/tiny --resume --minutes N` on more CPU time.")
-    return ("Samples follow the captions clearly above the shuffled-caption chance level; see the table for how far "
-            "below the generator's own scores they stay.")
+    checks = {"object colour": ("object_colour_anywhere", 0.15), "background colour": ("background_colour", 0.15),
+              "object size/outline (centred IoU)": ("centred_iou", 0.1), "shape": ("shape", 0.15),
+              "position": ("position", 0.15)}
+    learned = [name for name, (key, margin) in checks.items() if h[key] - c[key] >= margin]
+    missing = [name for name in checks if name not in learned]
+    if not learned:
+        return ("**Status: undertrained.** The samples do not yet follow the captions (all scores at the "
+                "shuffled-caption chance level); continue with `inversa train-tiny -o RUN --resume --minutes N`.")
+    return (f"**Status:** the samples follow the captions' {', '.join(learned)} clearly above the shuffled-caption "
+            f"chance level" + (f"; {', '.join(missing)} are still at chance at this training length (continue "
+                               "with `inversa train-tiny -o RUN --resume --minutes N`)." if missing else "."))
 
 
 def card(result: dict, training: dict, captions: list[str]) -> str:
