@@ -80,7 +80,8 @@ def test_embedded_model_is_the_default_and_inverts_a_photo(tmp_path):
     model = load_model(folder)
     assert model.default_size() == 64 and model.family == "sd"
     out = str(tmp_path / "out")
-    assert main(["invert", os.path.join(ROOT, "examples", "astronaut.png"), "-o", out, "--steps", "10"]) == 0
+    photo = os.path.join(ROOT, "examples", "astronaut.png")
+    assert main(["invert", photo, "-o", out, "--steps", "10", "--method", "preciseinv"]) == 0  # the README command
     metrics = json.load(open(os.path.join(out, "metrics.json")))
     assert os.path.exists(os.path.join(out, "astronaut_reconstruction.png"))
-    assert metrics["psnr"] > 18
+    assert metrics["psnr"] > metrics["vae_ceiling_psnr"] - 0.1 > 20  # precise inversion reaches the VAE's own limit
