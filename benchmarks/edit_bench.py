@@ -180,7 +180,7 @@ def gallery(work: list[Task], images: dict, path: str, rows: int = 6) -> None:
 
     cols = [("input", [t.image[0] for t in work]), ("truth", [t.target_image[0] for t in work]), *images.items()]
     rows = min(rows, len(work))
-    fig, axes = plt.subplots(rows, len(cols), figsize=(1.3 * len(cols), 1.45 * rows), dpi=100, squeeze=False)
+    fig, axes = plt.subplots(rows, len(cols), figsize=(1.3 * len(cols), 1.45 * rows), dpi=80, squeeze=False)
     for r in range(rows):
         for c, (name, column) in enumerate(cols):
             ax = axes[r, c]
