@@ -192,6 +192,9 @@ def gallery(work: list[Task], images: dict, path: str, rows: int = 6) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+    from PIL import Image
+
+    Image.open(path).convert("RGB").quantize(256).save(path, optimize=True)  # a few flat colours: small file
 
 
 def main(argv=None) -> int:
