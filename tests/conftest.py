@@ -66,3 +66,21 @@ def photo(tmp_path):
     path = tmp_path / "astronaut.png"
     Image.fromarray(data.astronaut()).resize((64, 64)).save(path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def bench_script():
+    """Import a script under benchmarks/ by name (they are scripts, not a package)."""
+    import importlib.util
+    import pathlib
+    import sys
+
+    def load(name: str):
+        path = pathlib.Path(__file__).parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while being built
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -143,21 +143,8 @@ def test_cli_edit_and_interpolate(pipeline_dir, photo, tmp_path, capsys):
                  "--method", "nope"]) == 2
 
 
-def _edit_bench():
-    import importlib.util
-    import pathlib
-    import sys
-
-    path = pathlib.Path(__file__).parents[1] / "benchmarks" / "edit_bench.py"
-    spec = importlib.util.spec_from_file_location("edit_bench", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["edit_bench"] = module  # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_edit_bench_scores_the_truth_as_success_and_the_input_as_failure():
-    eb = _edit_bench()
+def test_edit_bench_scores_the_truth_as_success_and_the_input_as_failure(bench_script):
+    eb = bench_script("edit_bench")
     for task in eb.tasks(2, seed=1):
         perfect = eb.score(task, task.target_image, task.image)
         assert perfect["success"] == 1.0 and perfect["bg_psnr"] == pytest.approx(120.0)
@@ -166,8 +153,8 @@ def test_edit_bench_scores_the_truth_as_success_and_the_input_as_failure():
         assert unchanged["success"] == 0.0 and unchanged["structure"] == 0.0
 
 
-def test_edit_bench_writes_table_rows_and_gallery(tmp_path):
-    eb = _edit_bench()
+def test_edit_bench_writes_table_rows_and_gallery(tmp_path, bench_script):
+    eb = bench_script("edit_bench")
     out = tmp_path / "edit"
     assert eb.main(["--model", "random-sd", "--n", "1", "--steps", "2", "--methods", "ddim", "direct",
                     "--out", str(out)]) == 0

@@ -85,3 +85,14 @@ def test_embedded_model_is_the_default_and_inverts_a_photo(tmp_path):
     metrics = json.load(open(os.path.join(out, "metrics.json")))
     assert os.path.exists(os.path.join(out, "astronaut_reconstruction.png"))
     assert metrics["psnr"] > metrics["vae_ceiling_psnr"] - 0.1 > 20  # precise inversion reaches the VAE's own limit
+
+
+def test_eval_tiny_scores_the_generators_own_images_as_right_and_shuffled_captions_as_wrong(bench_script):
+    et = bench_script("eval_tiny")
+    items = S.dataset(20, seed=99, split="heldout")
+    right = [et.score(s.image, s.caption) for s in items]
+    assert all(r["object_colour"] and r["object_colour_anywhere"] and r["background_colour"] for r in right)
+    wrong = [et.score(s.image, items[(i + 1) % 20].caption) for i, s in enumerate(items)]
+    assert sum(r["object_colour_anywhere"] for r in wrong) <= 4
+    verdict = et._verdict({"heldout": et.summarise(right), "shuffled_control": et.summarise(wrong)})
+    assert verdict.startswith("**Status:** the samples follow the captions' object colour, background colour")
