@@ -93,16 +93,20 @@ def denoise(model: Model, x_T: Tensor, schedule: Schedule, condition: Condition,
                            f"sample with the same number of steps, not {len(schedule)}")
     x = x_T
     for i in range(len(schedule)):
-        t = float(schedule.timesteps[i])
-        cond, w = condition, None
-        if "guidance_w" in state:
-            w = guidance_at(state, t)
-        if "uncond_hidden" in state:
-            cond = Condition(condition.cond, Embeds(state["uncond_hidden"][i], condition.uncond.pooled
-                                                    if condition.uncond is not None else None), condition.guidance)
-        out = model.predict(x, t, cond, w)
-        x = samplers.step(model.prediction, x, out, *schedule.levels(i))
+        x = denoise_step(model, x, i, schedule, condition, state)
     return x
+
+
+def denoise_step(model: Model, x: Tensor, i: int, schedule: Schedule, condition: Condition,
+                 state: dict[str, Tensor]) -> Tensor:
+    """Step ``i`` of :func:`denoise`: the guidance and null embedding the state records for it, one sampler step."""
+    t = float(schedule.timesteps[i])
+    w = guidance_at(state, t) if "guidance_w" in state else None
+    if "uncond_hidden" in state:
+        condition = Condition(condition.cond, Embeds(state["uncond_hidden"][i], condition.uncond.pooled
+                                                     if condition.uncond is not None else None), condition.guidance)
+    out = model.predict(x, t, condition, w)
+    return samplers.step(model.prediction, x, out, *schedule.levels(i))
 
 
 def guidance_at(state: dict[str, Tensor], t: float):
@@ -116,12 +120,16 @@ def guidance_at(state: dict[str, Tensor], t: float):
 def reconstruct(model, inv: Inversion, steps: int | None = None, decode: bool = True) -> Tensor:
     """Regenerate the image (or latent, ``decode=False``) from an inversion; ``steps`` may differ from inversion."""
     model = _as_model(model)
-    spec = get_method(inv.method)
     schedule = schedule_of(model, inv, steps)
     condition = condition_of(model, inv)
     with torch.no_grad():
-        if spec.sample is not None:
-            z = spec.sample(model, inv, schedule, condition)
-        else:
-            z = denoise(model, inv.x_T, schedule, condition, inv.state)
+        z = sample(model, inv, schedule, condition)
     return model.decode(z) if decode else z
+
+
+def sample(model, inv: Inversion, schedule: Schedule, condition: Condition) -> Tensor:
+    """Run the inversion's own sampler (EDICT, BDIA, ...) or :func:`denoise` with its side state."""
+    spec = get_method(inv.method)
+    if spec.sample is not None:
+        return spec.sample(model, inv, schedule, condition)
+    return denoise(model, inv.x_T, schedule, condition, inv.state)

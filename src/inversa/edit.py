@@ -11,23 +11,25 @@ steps (prompt-to-prompt). Methods keep their own samplers (EDICT, BDIA, noise ma
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from .api import _as_images, _as_model, denoise, invert, schedule_of
+from .api import _as_images, _as_model, invert, sample, schedule_of
 from .attention import Injector, Timed, injecting, supports_injection, token_columns
 from .errors import InversaError
-from .methods import get_method
 from .result import Inversion
+from .samplers import slerp
 
 # methods that invert under the sampling guidance (the others invert with the prompt alone, w = 1)
 GUIDED_INVERSION = ("null_text", "direct")
 # batch dimension of each known kind of side state (per-step state is (N, B, ...))
 BATCH_DIMS = {"uncond_hidden": 1, "offsets": 1, "noise_maps": 1, "coupled": 0, "guidance_w": 1}
 SHARED_STATE = ("guidance_t",)
+SLERP_STATE = ("coupled",)  # latents like x_T: spherical interpolation keeps their norm
 
 
 @dataclass
@@ -42,7 +44,8 @@ class Edit:
 def combine_state(inv: Inversion, pieces: list[tuple[int, float, float]], method: str) -> dict[str, Tensor]:
     """Side state of a new batch whose rows mix rows of ``inv``: ``(row_a, row_b, t)`` -> lerp.
 
-    Used to double a batch for editing (t = 0) and to interpolate (rows 0 and 1).
+    Used to double a batch for editing (t = 0) and to interpolate (rows 0 and 1); latent
+    state (``SLERP_STATE``) is slerped like the noise.
     """
     out = {}
     for key, value in inv.state.items():
@@ -52,8 +55,9 @@ def combine_state(inv: Inversion, pieces: list[tuple[int, float, float]], method
         if key not in BATCH_DIMS:
             raise InversaError(f"method {method} keeps state {key!r} that editing does not know how to batch")
         dim = BATCH_DIMS[key]
+        mix = (lambda u, v, t: slerp(u[None], v[None], t)[0]) if key in SLERP_STATE else torch.lerp  # one sample
         rows = [value.select(dim, a) if t == 0 else value.select(dim, b) if t == 1
-                else torch.lerp(value.select(dim, a), value.select(dim, b), t) for a, b, t in pieces]
+                else mix(value.select(dim, a), value.select(dim, b), t) for a, b, t in pieces]
         out[key] = torch.stack(rows, dim)
     return out
 
@@ -68,9 +72,11 @@ def _per_sample(value, n: int, what: str) -> list[str]:
 def sample_branches(model, inv: Inversion, target_prompt, *, guidance: float = 7.5, negative=None,
                     cross_replace: float = 0.4, self_replace: float = 0.0, decode: bool = True):
     """Sample the source and target branches of an edit from ``inv``; returns ``(source, target)``."""
+    for name, frac in (("cross_replace", cross_replace), ("self_replace", self_replace)):
+        if not 0.0 <= frac <= 1.0:
+            raise InversaError(f"{name} must be in [0, 1], got {frac}")
     model = _as_model(model)
     n = len(inv)
-    spec = get_method(inv.method)
     targets = _per_sample(target_prompt, n, "target prompts")
     source_neg = list(inv.negative) if inv.negative is not None else list(inv.prompts)
     target_neg = list(inv.prompts) if negative is None else _per_sample(negative, n, "negative prompts")
@@ -81,9 +87,6 @@ def sample_branches(model, inv: Inversion, target_prompt, *, guidance: float = 7
     joint = dataclasses.replace(inv, x_T=torch.cat([inv.x_T, inv.x_T]), prompts=list(inv.prompts) * 2,
                                 negative=source_neg * 2, state=state)
     schedule = schedule_of(model, inv)
-    for name, frac in (("cross_replace", cross_replace), ("self_replace", self_replace)):
-        if not 0.0 <= frac <= 1.0:
-            raise InversaError(f"{name} must be in [0, 1], got {frac}")
 
     def cut(frac):
         k = int(round(frac * len(schedule)))
@@ -93,21 +96,10 @@ def sample_branches(model, inv: Inversion, target_prompt, *, guidance: float = 7
     inject = supports_injection(model) and (injector.cross_from is not None or injector.self_from is not None)
     if inject:  # groups in batch order: unconditional (negatives), then conditional
         injector.columns = token_columns(model, [source_neg, list(inv.prompts)], [target_neg, targets])
-    runner = Timed(model, injector) if inject else model
-    with torch.no_grad():
-        if inject:
-            with injecting(model, injector):
-                z = _sample(spec, runner, joint, schedule, condition)
-        else:
-            z = _sample(spec, runner, joint, schedule, condition)
+    with torch.no_grad(), injecting(model, injector) if inject else contextlib.nullcontext():
+        z = sample(Timed(model, injector) if inject else model, joint, schedule, condition)
     source, target = z[:n], z[n:]
     return (model.decode(source), model.decode(target)) if decode else (source, target)
-
-
-def _sample(spec, model, inv, schedule, condition):
-    if spec.sample is not None:
-        return spec.sample(model, inv, schedule, condition)
-    return denoise(model, inv.x_T, schedule, condition, inv.state)
 
 
 def edit(model, image, source_prompt, target_prompt, method: str = "ddim", *, steps: int = 10,

@@ -11,10 +11,9 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from .api import _as_images, _as_model, condition_of, denoise, invert, schedule_of
+from .api import _as_images, _as_model, invert, reconstruct
 from .edit import combine_state
 from .errors import InversaError
-from .methods import get_method
 from .samplers import slerp
 
 
@@ -32,17 +31,10 @@ def interpolate(model, image_a, image_b, alphas=(0.0, 0.25, 0.5, 0.75, 1.0), pro
     inv = invert(model, images, prompt, method=method, steps=steps, guidance=guidance, spacing=spacing, **config)
     x_a, x_b = inv.x_T[:1], inv.x_T[1:]
     x_T = torch.cat([slerp(x_a, x_b, a) for a in alphas])
-    state = combine_state(inv, [(0, 1, a) for a in alphas], method)
-    if "coupled" in state:
-        state["coupled"] = torch.cat([slerp(inv.state["coupled"][:1], inv.state["coupled"][1:], a) for a in alphas])
     frames = dataclasses.replace(inv, x_T=x_T, prompts=[prompt] * len(alphas),
                                  negative=None if inv.negative is None else [inv.negative[0]] * len(alphas),
-                                 state=state)
-    spec, schedule, condition = get_method(method), schedule_of(model, frames), condition_of(model, frames)
-    with torch.no_grad():
-        z = spec.sample(model, frames, schedule, condition) if spec.sample else denoise(model, x_T, schedule,
-                                                                                          condition, state)
-    return model.decode(z) if decode else z
+                                 state=combine_state(inv, [(0, 1, a) for a in alphas], method))
+    return reconstruct(model, frames, decode=decode)
 
 
 def run(args) -> int:

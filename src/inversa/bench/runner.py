@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .. import metrics, samplers
-from ..api import guidance_at, invert, reconstruct
+from .. import metrics
+from ..api import condition_of, denoise_step, invert, reconstruct, schedule_of
 from ..errors import InversaError
 from ..images import save_image
 from ..methods import get_method
-from ..model import Condition, Embeds
 from .datasets import Dataset
 from .store import Store, config_hash
 
@@ -117,23 +116,10 @@ def step_residuals(model, inv) -> list[float] | None:
         if recorded and all(r is not None for r in recorded):
             return [float(r[0] if isinstance(r, (list, tuple)) else r) for r in recorded]
         return None
-    from ..api import condition_of, schedule_of
-
     sched, cond = schedule_of(model, inv), condition_of(model, inv)
-    out = []
     with torch.no_grad():
-        for i in range(len(sched)):
-            t = float(sched.timesteps[i])
-            w = guidance_at(inv.state, t) if "guidance_w" in inv.state else None
-            c = cond
-            if "uncond_hidden" in inv.state:
-                c = Condition(cond.cond, Embeds(inv.state["uncond_hidden"][i], cond.uncond.pooled
-                                                if cond.uncond is not None else None), cond.guidance)
-            x = inv.trajectory[i]
-            pred = model.predict(x, t, c, w)
-            nxt = samplers.step(model.prediction, x, pred, *sched.levels(i))
-            out.append(float((nxt - inv.trajectory[i + 1]).pow(2).mean()))
-    return out
+        return [float((denoise_step(model, inv.trajectory[i], i, sched, cond, inv.state) - inv.trajectory[i + 1])
+                      .pow(2).mean()) for i in range(len(sched))]
 
 
 def _iterations(inv) -> float:
@@ -147,7 +133,7 @@ def _iterations(inv) -> float:
 def _image_metrics(original, recon, lpips_net) -> dict:
     out = {"psnr": float(metrics.psnr(original, recon)[0]), "ssim": float(metrics.ssim(original, recon)[0]),
            "ms_ssim": float(metrics.ms_ssim(original, recon)[0])}
-    out["lpips"] = float(lpips_net(original.cpu(), recon.cpu())[0]) if lpips_net is not None else None
+    out["lpips"] = float(lpips_net(original, recon)[0]) if lpips_net is not None else None
     out["psnr"] = out["psnr"] if out["psnr"] != float("inf") else 1e9  # identical images: SQLite has no inf
     return out
 
@@ -224,9 +210,10 @@ def _one(model, image, prompt: str, method: str, cfg: BenchConfig, lpips_net) ->
                  spacing=cfg.spacing, keep_trajectory=True, **cfg.options.get(method, {}))
     z_hat = reconstruct(model, inv, steps=cfg.sample_steps, decode=False)
     recon = model.decode(z_hat)
+    total_seconds = time.perf_counter() - start  # invert + reconstruct + decode, not the diagnostics below
     out = _image_metrics(image, recon, lpips_net)
     residuals = step_residuals(model, inv)
     out.update(latent_mse=float(metrics.latent_mse(inv.z0, z_hat)[0]), seconds=float(inv.stats["seconds"]),
-               total_seconds=time.perf_counter() - start, nfe=float(inv.stats["nfe"]), iters=_iterations(inv),
+               total_seconds=total_seconds, nfe=float(inv.stats["nfe"]), iters=_iterations(inv),
                peak_mem_mb=_peak_mb(model.device), residuals=residuals, _recon=recon)
     return out
