@@ -61,5 +61,4 @@ def invert(model, z0, condition, schedule, *, gamma: float = 1.0, keep_trajector
         x_next, x = x, (x_next - fwd) / gamma + back
         states.insert(0, x)
         steps.insert(0, step_info(k - 1, per, time.perf_counter() - start))
-    coupled = x_next if n_steps > 1 else z0
-    return Trace(x, states if keep_trajectory else None, {"coupled": coupled}, steps)
+    return Trace(x, states if keep_trajectory else None, {"coupled": x_next}, steps)  # x_next is z0 for 1 step

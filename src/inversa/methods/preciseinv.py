@@ -96,13 +96,13 @@ def invert(model, z0, condition, schedule, *, solver: str = "newton", eta: float
     n = z0.shape[0]
     gen = torch.Generator().manual_seed(seed)
     x, states, steps = z0, [z0], []
-    maps = torch.zeros(len(schedule), *z0.shape, dtype=z0.dtype) if sampler == "ddpm" else None
+    maps = torch.zeros(len(schedule), *z0.shape, dtype=z0.dtype, device=z0.device) if sampler == "ddpm" else None
     for i in backwards(schedule, f"preciseinv[{solver}]"):
         start, nfe0 = time.perf_counter(), model.nfe
         levels, t = schedule.levels(i), float(schedule.timesteps[i])
         noise = samplers.ddpm_noise(*levels) if sampler == "ddpm" else 0.0
         if noise > 0.0:  # closed form: fresh x_i from q(x_i | z0), noise map from the DDPM step
-            x_i = levels[0] * z0 + levels[1] * torch.randn(z0.shape, generator=gen, dtype=z0.dtype)
+            x_i = levels[0] * z0 + levels[1] * torch.randn(z0.shape, generator=gen, dtype=z0.dtype).to(z0.device)
             out = model.predict(x_i, t, condition)
             mu = samplers.step(model.prediction, x_i, out, *levels, noise=noise)
             maps[i] = (x - mu) / noise
