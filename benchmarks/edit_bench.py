@@ -72,11 +72,6 @@ def tasks(n: int, seed: int) -> list[Task]:
 
 
 # --- metrics ------------------------------------------------------------------------------------
-def _dilate(mask: np.ndarray, k: int) -> np.ndarray:
-    t = torch.from_numpy(mask.astype(np.float32))[None, None]
-    return (F.max_pool2d(t, 2 * k + 1, stride=1, padding=k)[0, 0] > 0).numpy()
-
-
 def _gradient(img: torch.Tensor) -> torch.Tensor:
     gray = ((img[0].double() + 1) / 2).mean(0)[None, None]
     kx = torch.tensor([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=torch.float64)[None, None]
@@ -85,15 +80,10 @@ def _gradient(img: torch.Tensor) -> torch.Tensor:
     return (gx**2 + gy**2).sqrt()[0, 0]
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = (a | b).sum()
-    return float((a & b).sum() / union) if union else 0.0
-
-
 def score(task: Task, edited: torch.Tensor, source: torch.Tensor) -> dict:
     """Background preservation, edit success, structure change and PSNRs of one edited image."""
     original = task.image
-    bg = torch.from_numpy(~_dilate(task.mask | task.target_mask, 2))
+    bg = torch.from_numpy(~S.dilate(task.mask | task.target_mask, 2))
     err = ((edited[0] - original[0]) / 2).pow(2).mean(0)[bg].mean()
     out = {"kind": task.kind, "bg_psnr": float(-10 * torch.log10(err.clamp_min(1e-12))),
            "bg_ssim": float(ssim_map(original, edited)[0][bg].mean()),
@@ -101,13 +91,13 @@ def score(task: Task, edited: torch.Tensor, source: torch.Tensor) -> dict:
            "truth_psnr": float(psnr(edited, task.target_image)[0]), "src_psnr": float(psnr(source, original)[0])}
     rgb = ((edited[0].double() + 1) / 2).permute(1, 2, 0).numpy()
     if task.kind == "colour":
-        inner = ~_dilate(~task.target_mask, 1)
+        inner = ~S.dilate(~task.target_mask, 1)
         median = np.median(rgb[inner if inner.any() else task.target_mask], axis=0)
         out["success"] = float(min(PALETTE, key=lambda c: np.sum((median - PALETTE[c]) ** 2)) == task.colour)
     else:
         near = np.sum((rgb - PALETTE[task.colour]) ** 2, -1) < np.sum((rgb - task.background) ** 2, -1)
-        obj = near & _dilate(task.mask | task.target_mask, 4)
-        out["success"] = float(_iou(obj, task.target_mask) > _iou(obj, task.mask))
+        obj = near & S.dilate(task.mask | task.target_mask, 4)
+        out["success"] = float(S.iou(obj, task.target_mask) > S.iou(obj, task.mask))
     return out
 
 

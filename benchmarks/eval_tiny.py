@@ -29,14 +29,6 @@ import torch
 from inversa.tiny import shapes as S
 
 
-def _dilate(mask: np.ndarray, k: int = 2) -> np.ndarray:
-    out = mask.copy()
-    for dy in range(-k, k + 1):
-        for dx in range(-k, k + 1):
-            out |= np.roll(np.roll(mask, dy, 0), dx, 1)
-    return out
-
-
 def _centred(mask: np.ndarray) -> np.ndarray:
     """The mask shifted so its centroid is the image centre (integer shift)."""
     if not mask.any():
@@ -44,11 +36,6 @@ def _centred(mask: np.ndarray) -> np.ndarray:
     ys, xs = np.nonzero(mask)
     h, w = mask.shape
     return np.roll(np.roll(mask, int(round(h / 2 - ys.mean())), 0), int(round(w / 2 - xs.mean())), 1)
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = (a | b).sum()
-    return float((a & b).sum() / union) if union else 0.0
 
 
 def _reference_background(spec: S.ShapeSpec) -> np.ndarray:
@@ -80,7 +67,7 @@ def score(image: np.ndarray, caption: str) -> dict:
     pred = ((img - obj) ** 2).sum(-1) < ((img - bg) ** 2).sum(-1)
     out = dict(object_colour=S.nearest_colour(np.median(img[ref], axis=0)) == spec.colour,
                object_colour_anywhere=_dominant_object_colour(img, spec) == spec.colour)
-    outside = ~_dilate(ref, 3)
+    outside = ~S.dilate(ref, 3)
     halves = [np.ones_like(ref)] if spec.background != "two-tone" else \
         [np.arange(S.SIZE)[None, :] < S.SIZE // 2, np.arange(S.SIZE)[None, :] >= S.SIZE // 2]
     ok = []
@@ -88,15 +75,15 @@ def score(image: np.ndarray, caption: str) -> dict:
         region = outside & np.broadcast_to(half, ref.shape)
         ok.append(S.nearest_colour(np.median(img[region], axis=0)) == colour)
     out["background_colour"] = all(ok)
-    out["iou"] = iou(pred, ref)
-    out["centred_iou"] = iou(_centred(pred), _centred(ref))
+    out["iou"] = S.iou(pred, ref)
+    out["centred_iou"] = S.iou(_centred(pred), _centred(ref))
     if pred.any():
         ys, xs = np.nonzero(pred)
         cx, cy = xs.mean(), ys.mean()
         out["position"] = min(S.POSITIONS, key=lambda p: (S.POSITIONS[p][0] - cx) ** 2 + (S.POSITIONS[p][1] - cy) ** 2) \
             == spec.position
         best = max(((shape, size) for shape in S.SHAPES for size in S.SIZES),
-                   key=lambda k: iou(_centred(pred), _centred(S.render(S.nominal(k[0], spec.colour, k[1], "center"))[1])))
+                   key=lambda k: S.iou(_centred(pred), _centred(S.render(S.nominal(k[0], spec.colour, k[1], "center"))[1])))
         out["shape"] = best[0] == spec.shape
     else:
         out["position"] = out["shape"] = False
@@ -199,7 +186,7 @@ def main(argv=None) -> int:
         with open(os.path.join(folder, "eval.json"), "w") as f:
             json.dump(result, f, indent=2)
         with open(os.path.join(folder, "README.md"), "w") as f:
-            f.write(card(result, training, captions[:40]))
+            f.write(card(result, training, captions[:40], pipe))
     return 0
 
 
@@ -224,7 +211,19 @@ def _verdict(result: dict) -> str:
                                "with `inversa train-tiny -o RUN --resume --minutes N`)." if missing else "."))
 
 
-def card(result: dict, training: dict, captions: list[str]) -> str:
+def _unet_lines(pipe, prediction: str) -> list[str]:
+    """The UNet's size, where it attends to the caption and its noise schedule, from the configs."""
+    unet, sched = pipe.unet.config, pipe.scheduler.config
+    size, params = unet["sample_size"], sum(p.numel() for p in pipe.unet.parameters())
+    attn = [f"{size >> k}x{size >> k}" for k, b in enumerate(unet["down_block_types"]) if "CrossAttn" in b]
+    zero = sched.get("rescale_betas_zero_snr", False)
+    return [f"- UNet2DConditionModel ({params / 1e6:.1f} M parameters): block_out_channels "
+            f"{tuple(unet['block_out_channels'])}, cross-attention at {', '.join(attn)},",
+            f"  {prediction.replace('_', '-')}, SD's scaled-linear betas (0.00085-0.012, 1000 steps)"
+            + (", rescaled to zero terminal SNR with trailing timesteps (Lin et al. 2024)" if zero else "") + ";"]
+
+
+def card(result: dict, training: dict, captions: list[str], pipe) -> str:
     v, u = training.get("vae", {}), training.get("unet", {})
     held = sorted(S.HELDOUT)
     lines = [
@@ -249,10 +248,9 @@ def card(result: dict, training: dict, captions: list[str]) -> str:
         "",
         "- VAE: AutoencoderKL, block_out_channels (16, 32), one downsampling, 4 latent channels: 64x64 RGB <-> 4x32x32;",
         f"  L1 + MSE reconstruction + 1e-4 KL; latent scaling factor {training.get('scaling_factor', float('nan')):.4f}.",
-        "- UNet2DConditionModel: block_out_channels (32, 64), cross-attention at 16x16, "
-        f"{training.get('prediction', 'epsilon').replace('_', '-')}, SD's",
-        "  scaled-linear betas (0.00085-0.012, 1000 steps); trained jointly with a 2-layer CLIPTextModel (hidden 64,",
-        "  24 tokens); captions dropped to '' with probability 0.1 for classifier-free guidance; EMA weights saved.",
+        *_unet_lines(pipe, training.get("prediction", "epsilon")),
+        "  trained jointly with a 2-layer CLIPTextModel (hidden 64, 24 tokens); captions dropped to '' with",
+        "  probability 0.1 for classifier-free guidance; EMA weights saved.",
         "",
         "## Training",
         "",

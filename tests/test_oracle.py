@@ -66,5 +66,5 @@ def test_per_step_state_refuses_another_step_count():
     model = GaussianModel()
     z0 = model.sample_data(1, "a cat")
     inv = invert(model, z0, "a cat", method="null_text", steps=4, guidance=3.0)
-    with pytest.raises(InversaError, match="per-step embeddings for 4 steps"):
+    with pytest.raises(InversaError, match="per-step null embeddings for 4 steps"):
         reconstruct(model, inv, steps=6)

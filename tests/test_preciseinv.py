@@ -33,6 +33,17 @@ def test_newton_reaches_the_exact_inversion_on_the_oracle(prediction, steps):
     assert len(trace.steps) == steps and len(trace.steps[0]["residual"]) == 2
 
 
+@pytest.mark.parametrize("solver", ["gauss_newton", "anderson"])
+def test_other_solvers_reach_the_exact_inversion_on_the_oracle(solver):
+    model, z0, cond = _oracle("v_prediction")
+    sched = model.schedule(4)
+    exact = model.exact_inversion(z0, sched, cond)
+    trace = get_method("preciseinv").invert(model, z0, cond, sched, solver=solver, eta=1e-24, cg_iters=64)
+    assert relative_error(trace.x_T, exact[0]).max() < 1e-4
+    if solver == "gauss_newton":  # the oracle is affine: one Gauss-Newton step, counted once, solves a step
+        assert max(max(s["iters"]) for s in trace.steps) <= 2
+
+
 def test_batch_masks_give_the_per_sample_answer():
     model, z0, cond = _oracle("flow", n=3)
     z0[1] = z0[1] * 0.0 + model.mean  # an easy sample among hard ones

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from inversa import load_model
 from inversa.tiny import shapes as S
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,6 +40,15 @@ def test_captions_describe_the_drawn_object(split):
         assert spec.colour not in spec.bg_colours
 
 
+def test_mask_dilation_stays_inside_the_image_and_iou_is_exact():
+    corner = np.zeros((6, 6), bool)
+    corner[0, 0] = True
+    grown = S.dilate(corner, 1)
+    assert grown.sum() == 4 and grown[:2, :2].all() and not grown[-1].any() and not grown[:, -1].any()
+    assert S.iou(corner, grown) == 0.25 and S.iou(corner, ~corner) == 0.0
+    assert S.iou(np.zeros((2, 2), bool), np.zeros((2, 2), bool)) == 0.0
+
+
 def test_caption_words_are_whole_tokens(tmp_path):
     from inversa.tiny.vocab import make_tokenizer
 
@@ -48,7 +58,6 @@ def test_caption_words_are_whole_tokens(tmp_path):
 
 
 def test_train_tiny_saves_a_loadable_pipeline_and_resumes(tmp_path):
-    from inversa import load_model
     from inversa.cli import main
 
     out = str(tmp_path / "run")
@@ -70,7 +79,6 @@ def test_train_tiny_saves_a_loadable_pipeline_and_resumes(tmp_path):
 
 
 def test_embedded_model_is_the_default_and_inverts_a_photo(tmp_path):
-    from inversa import load_model
     from inversa.cli import main
     from inversa.tiny import default_model_path
 
@@ -85,6 +93,24 @@ def test_embedded_model_is_the_default_and_inverts_a_photo(tmp_path):
     metrics = json.load(open(os.path.join(out, "metrics.json")))
     assert os.path.exists(os.path.join(out, "astronaut_reconstruction.png"))
     assert metrics["psnr"] > metrics["vae_ceiling_psnr"] - 0.1 > 20  # precise inversion reaches the VAE's own limit
+
+
+def test_every_method_inverts_the_zero_terminal_snr_embedded_model():
+    from inversa.api import invert, reconstruct
+    from inversa.methods import available
+    from inversa.metrics import relative_error
+    from inversa.tiny import default_model_path
+
+    model = load_model(default_model_path())
+    photo = os.path.join(ROOT, "examples", "astronaut.png")
+    for method in available():
+        inv = invert(model, photo, "a large red circle on a blue background, center", method=method, steps=3,
+                     guidance=3.0, size=64)
+        assert inv.alphas[0] == 0.0  # the noisiest step holds no signal at all
+        z = reconstruct(model, inv, decode=False)
+        assert torch.isfinite(inv.x_T).all() and torch.isfinite(z).all(), method
+        if method in ("edict", "bdia", "ddpm_edit_friendly", "direct"):  # exact by construction
+            assert float(relative_error(z, inv.z0).max()) < 1e-3, method
 
 
 def test_eval_tiny_scores_the_generators_own_images_as_right_and_shuffled_captions_as_wrong(bench_script):

@@ -79,18 +79,17 @@ def invert(model, image, prompt: str | list[str] = "", *, method: str = "ddim", 
         image_size=list(images.shape[-2:]))
 
 
+PER_STEP_STATE = {"uncond_hidden": "null embeddings", "offsets": "offsets", "noise_maps": "noise maps"}
+
+
 def denoise(model: Model, x_T: Tensor, schedule: Schedule, condition: Condition,
             state: dict[str, Tensor] | None = None) -> Tensor:
-    """The deterministic sampler from ``x_T``, replaying side state a method recorded.
-
-    ``guidance_t``/``guidance_w``: per-step guidance keyed by timestep (nearest is used
-    when sampling on other timesteps); ``uncond_hidden``: per-step unconditional
-    embeddings (N, B, L, D).
-    """
+    """The sampler from ``x_T``, replaying the side state a method recorded (see :func:`denoise_step`)."""
     state = state or {}
-    if "uncond_hidden" in state and state["uncond_hidden"].shape[0] != len(schedule):
-        raise InversaError(f"this inversion holds per-step embeddings for {state['uncond_hidden'].shape[0]} steps; "
-                           f"sample with the same number of steps, not {len(schedule)}")
+    for key, what in PER_STEP_STATE.items():
+        if key in state and state[key].shape[0] != len(schedule):
+            raise InversaError(f"this inversion holds per-step {what} for {state[key].shape[0]} steps; "
+                               f"sample with the same number of steps, not {len(schedule)}")
     x = x_T
     for i in range(len(schedule)):
         x = denoise_step(model, x, i, schedule, condition, state)
@@ -99,14 +98,25 @@ def denoise(model: Model, x_T: Tensor, schedule: Schedule, condition: Condition,
 
 def denoise_step(model: Model, x: Tensor, i: int, schedule: Schedule, condition: Condition,
                  state: dict[str, Tensor]) -> Tensor:
-    """Step ``i`` of :func:`denoise`: the guidance and null embedding the state records for it, one sampler step."""
-    t = float(schedule.timesteps[i])
+    """Step ``i`` of the sampler with what the state records for it.
+
+    ``guidance_t``/``guidance_w``: per-step guidance keyed by timestep (nearest is used
+    when sampling on other timesteps); ``uncond_hidden``: per-step unconditional
+    embeddings (N, B, L, D); ``offsets``: added after the DDIM step (N, B, ...);
+    ``noise_maps``: a DDPM step (noise scale ``noise_eta``, default 1) adding the map, or
+    the map itself on a noiseless step (N, B, ...).
+    """
+    t, levels = float(schedule.timesteps[i]), schedule.levels(i)
     w = guidance_at(state, t) if "guidance_w" in state else None
     if "uncond_hidden" in state:
         condition = Condition(condition.cond, Embeds(state["uncond_hidden"][i], condition.uncond.pooled
                                                      if condition.uncond is not None else None), condition.guidance)
     out = model.predict(x, t, condition, w)
-    return samplers.step(model.prediction, x, out, *schedule.levels(i))
+    if "noise_maps" in state:
+        std = samplers.ddpm_noise(*levels, eta=float(state.get("noise_eta", 1.0)))
+        return samplers.step(model.prediction, x, out, *levels, noise=std) + (std or 1.0) * state["noise_maps"][i].to(x)
+    x = samplers.step(model.prediction, x, out, *levels)
+    return x + state["offsets"][i].to(x) if "offsets" in state else x
 
 
 def guidance_at(state: dict[str, Tensor], t: float):

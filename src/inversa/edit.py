@@ -6,7 +6,7 @@ one, at guidance ``w``. The source branch (source prompt, the inversion's own
 unconditional prompt or side state) runs in the same batch; for ``direct`` it gets
 the recorded offsets and so reproduces the image, and on UNet models its attention
 maps are injected into the target branch for the first ``cross_replace`` of the
-steps (prompt-to-prompt). Methods keep their own samplers (EDICT, BDIA, noise maps).
+steps (prompt-to-prompt). EDICT and BDIA keep their own coupled samplers.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from .samplers import slerp
 GUIDED_INVERSION = ("null_text", "direct")
 # batch dimension of each known kind of side state (per-step state is (N, B, ...))
 BATCH_DIMS = {"uncond_hidden": 1, "offsets": 1, "noise_maps": 1, "coupled": 0, "guidance_w": 1}
-SHARED_STATE = ("guidance_t",)
+SHARED_STATE = ("guidance_t", "noise_eta")
 SLERP_STATE = ("coupled",)  # latents like x_T: spherical interpolation keeps their norm
 
 

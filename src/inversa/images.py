@@ -10,12 +10,20 @@ from torch import Tensor
 from .errors import InversaError
 
 
+CROPS = ("center", "resize")
+
+
 def load_image(path: str, size: int | None = None, notes: list | None = None) -> Tensor:
-    """Image file -> (1, 3, H, W) tensor in [-1, 1].
+    """Image file -> (1, 3, H, W) tensor in [-1, 1]; ``size`` centre-crops to a square and resizes."""
+    return to_tensor(read_image(path, notes), size)
+
+
+def read_image(path: str, notes: list | None = None) -> np.ndarray:
+    """Image file -> HxWx3 float RGB in [0, 1].
 
     Grayscale is repeated to RGB, RGBA is composited over white and 16-bit data is
     scaled by its true range (a plain ``convert('RGB')`` would clip it); each such
-    conversion is reported in ``notes``. ``size`` centre-crops to a square and resizes.
+    conversion is reported in ``notes``.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -26,12 +34,11 @@ def load_image(path: str, size: int | None = None, notes: list | None = None) ->
     try:
         with Image.open(path) as im:
             im.load()
-            arr = _to_rgb(im, notes if notes is not None else [])
+            return _to_rgb(im, notes if notes is not None else [])
     except UnidentifiedImageError:
         raise InversaError(f"{path} is not a readable image (unknown or corrupt format)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InversaError(f"{path} is a corrupt or truncated image ({exc})") from None
-    return to_tensor(arr, size)
 
 
 def _to_rgb(im, notes: list) -> np.ndarray:
@@ -58,18 +65,23 @@ def _to_rgb(im, notes: list) -> np.ndarray:
     return np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0
 
 
-def to_tensor(arr: np.ndarray, size: int | None = None) -> Tensor:
-    """HxWx3 float array in [0, 1] (or uint8) -> (1, 3, H, W) in [-1, 1], optionally square-cropped to ``size``."""
+def to_tensor(arr: np.ndarray, size: int | None = None, crop: str = "center") -> Tensor:
+    """HxWx3 array in [0, 1] (or uint8) -> (1, 3, H, W) in [-1, 1], optionally made ``size`` x ``size``:
+    ``center`` crops the largest centred square first, ``resize`` squashes the whole image."""
+    if crop not in CROPS:
+        raise InversaError(f"unknown crop policy {crop!r}; expected one of {', '.join(CROPS)}")
     if arr.dtype == np.uint8:
         arr = arr.astype(np.float64) / 255.0
     x = torch.from_numpy(np.ascontiguousarray(arr)).float().permute(2, 0, 1)[None]
     if size:
         h, w = x.shape[-2:]
-        side = min(h, w)
-        top, left = (h - side) // 2, (w - side) // 2
-        x = x[..., top:top + side, left:left + side]
-        if side != size:
-            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bicubic", antialias=side > size,
+        if crop == "center":
+            side = min(h, w)
+            top, left = (h - side) // 2, (w - side) // 2
+            x = x[..., top:top + side, left:left + side]
+        if tuple(x.shape[-2:]) != (size, size):
+            shrink = min(x.shape[-2:]) > size
+            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bicubic", antialias=shrink,
                                                 align_corners=False).clamp(0, 1)
     return x * 2 - 1
 

@@ -5,7 +5,6 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 
-import torch
 from torch import Tensor
 
 from .errors import InversaError

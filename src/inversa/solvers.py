@@ -4,8 +4,10 @@ Every solver works on a batch with per-sample convergence masks: finished sample
 leave the batch, so the network only ever sees the samples still being solved.
 A sample stops when its mean squared residual is below ``eta`` (absolute), below
 ``rtol`` times its starting residual, after ``max_iters`` iterations, or when its
-best residual has not improved for ``patience`` iterations. Every solver returns
-the best iterate it evaluated, so the reported residual is that of the answer.
+best residual has not improved for ``patience`` iterations. Every solver but
+``anderson`` returns the best iterate it evaluated, so the reported residual is that of
+the answer (``anderson`` stops on ``eta`` or ``max_iters`` only and returns its last,
+unevaluated mix, whose residual is usually lower than the one reported).
 
 Solvers:
 - ``paper``: AdamW on ``eps`` with ``x = alpha z0 + sigma eps`` (PreciseInv, NeurIPS 2025),
@@ -241,39 +243,41 @@ def solve_newton(problem: StepProblem, x_init: Tensor, *, eta: float, rtol: floa
 # --- Gauss-Newton with CG on the normal equations ------------------------------------------------------
 def solve_gauss_newton(problem: StepProblem, x_init: Tensor, *, eta: float, rtol: float = 0.0, max_iters: int = 10,
                        patience: int = 3, cg_iters: int = 8, jvp: str = "fd"):
-    """Gauss-Newton: ``(J^T J) d = -J^T r`` by CG; J v by JVP, J^T u by reverse mode on one retained graph."""
+    """Gauss-Newton: ``(J^T J) d = -J^T r`` by CG; J v by JVP, J^T u by reverse mode.
+
+    Each trial point is evaluated once, with its graph, and becomes the next
+    linearisation point; with no line search, a step that does not lower a
+    sample's residual ends that sample.
+    """
     vdtype = torch.float64 if x_init.dtype == torch.float64 else torch.float32
     mon = Monitor(x_init.to(vdtype), eta, rtol, max_iters, patience)
-    first = True
-    while mon.active.any():
-        idx = mon.idx()
-        x = mon.best[idx].to(vdtype).clone().requires_grad_(True)
+
+    def evaluate(x, idx):
+        x = x.detach().requires_grad_(True)
         with torch.enable_grad():
             out = problem.output(x, idx)
-        r = (problem.A * x + problem.B * out - problem.target[idx].to(vdtype)).detach()
-        mon.record(idx, x.detach(), msr(r), count=not first)
-        first = False
+        return x, out, (problem.A * x + problem.B * out - problem.target[idx].to(vdtype)).detach()
+
+    idx = mon.idx()
+    x, out, r = evaluate(mon.best[idx].to(vdtype), idx)
+    mon.record(idx, x.detach(), msr(r), count=False)
+    mon.close()
+    while mon.active.any():
+        keep = mon.active[idx]  # rows of the evaluated batch still being solved
+        sub, xd, od = idx[keep], x.detach()[keep], out.detach()[keep]
+
+        def jt(u, x=x, out=out, keep=keep):
+            full = torch.zeros_like(out)
+            full[keep] = u.to(out.dtype)
+            g, = torch.autograd.grad(out, x, grad_outputs=full, retain_graph=True)
+            return problem.A * u + problem.B * g[keep]
+
+        d = _cg(lambda v: jt(problem.jvp(xd, od, v, sub, jvp)), -jt(r[keep]), cg_iters)
+        x, out, r = evaluate(xd + d, sub)
+        better = mon.record(sub, x.detach(), msr(r))
+        mon.active[sub[~better]] = False
         mon.close()
-        keep = mon.active[idx]
-        if not keep.any():
-            break
-        xd, od = x.detach(), out.detach()
-
-        def jt(u):
-            g, = torch.autograd.grad(out, x, grad_outputs=u, retain_graph=True)
-            return problem.A * u + problem.B * g
-
-        def normal(v):
-            return jt(problem.jvp(xd, od, v, idx, jvp))
-
-        b = -jt(r)
-        d = _cg(normal, b, cg_iters)
-        xn = (xd + d)[keep]
-        sub = idx[keep]
-        rn, _ = problem.residual(xn, sub)
-        mon.record(sub, xn, msr(rn))
-        mon.close()
-        del out, x
+        idx = sub
     return mon.best, mon.info()
 
 

@@ -15,13 +15,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from ..errors import InversaError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm")
-CROPS = ("center", "resize")
 
 
 @dataclass
@@ -33,22 +31,12 @@ class Item:
 
     def load(self, size: int, crop: str = "center") -> Tensor:
         """The image at ``size`` x ``size`` under the ``crop`` policy, in [-1, 1]."""
-        from ..images import _to_rgb
+        from ..images import read_image, to_tensor
 
-        if self.array is not None:
-            arr = self.array()
-        else:
-            from PIL import Image, UnidentifiedImageError
-
-            try:
-                with Image.open(self.source) as im:
-                    im.load()
-                    arr = _to_rgb(im, [])
-            except UnidentifiedImageError:
-                raise InversaError(f"{self.source} is not a readable image (unknown or corrupt format)") from None
-            except (OSError, SyntaxError, ValueError) as exc:
-                raise InversaError(f"{self.source} is a corrupt or truncated image ({exc})") from None
-        return fit(arr, size, crop)
+        arr = self.array() if self.array is not None else read_image(self.source)
+        if arr.ndim == 2:
+            arr = np.repeat(arr[..., None], 3, axis=2)
+        return to_tensor(arr[..., :3], size, crop)
 
 
 @dataclass
@@ -58,28 +46,6 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.items)
-
-
-def fit(arr: np.ndarray, size: int, crop: str = "center") -> Tensor:
-    """HxWx3 array -> (1, 3, size, size) in [-1, 1] under the crop policy."""
-    from ..images import to_tensor
-
-    if crop not in CROPS:
-        raise InversaError(f"unknown crop policy {crop!r}; expected one of {', '.join(CROPS)}")
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=2)
-    if arr.shape[2] == 4:
-        arr = arr[..., :3]
-    if arr.dtype == np.uint8:
-        arr = arr.astype(np.float64) / 255.0
-    if crop == "center":
-        return to_tensor(arr, size)
-    x = torch.from_numpy(np.ascontiguousarray(arr)).float().permute(2, 0, 1)[None]
-    if tuple(x.shape[-2:]) != (size, size):
-        shrink = min(x.shape[-2:]) > size
-        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bicubic", antialias=shrink,
-                                            align_corners=False).clamp(0, 1)
-    return x * 2 - 1
 
 
 # captions ------------------------------------------------------------------------------------------------------

@@ -1,9 +1,8 @@
-"""Small pieces shared by the baseline methods (pivot trajectories, schedule checks)."""
+"""Small pieces shared by the baseline methods (pivot trajectories, step diagnostics)."""
 from __future__ import annotations
 
 import torch
 
-from ..errors import InversaError
 from .ddim import naive_step
 
 
@@ -19,13 +18,6 @@ def pivot_trajectory(model, z0, condition, schedule) -> list:
         x, _ = naive_step(model, x, float(schedule.timesteps[i]), condition, schedule.levels(i), guidance=1.0)
         states.insert(0, x)
     return states
-
-
-def check_steps(name: str, per_step, schedule) -> None:
-    """Per-step state only replays on the schedule it was recorded on."""
-    if per_step.shape[0] != len(schedule):
-        raise InversaError(f"{name} recorded {per_step.shape[0]} steps; sample with the same number of steps, "
-                           f"not {len(schedule)}")
 
 
 def step_info(i: int, nfe: int, seconds: float, **extra) -> dict:

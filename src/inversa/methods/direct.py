@@ -2,9 +2,10 @@
 
 Invert with DDIM at guidance 1, then run the guided sampler from ``x_T`` and record
 at each step the offset between the pivot state and where the guided step landed;
-the sampler continues from the pivot. Adding the offsets back (the *source branch*)
-reproduces the pivot, hence ``z0``, exactly up to float rounding. In editing only the
-source branch gets the offsets; the target branch is guided by it (attention maps).
+the sampler continues from the pivot. Adding the offsets back (the *source branch*,
+done by api.denoise_step) reproduces the pivot, hence ``z0``, exactly up to float
+rounding. In editing only the source branch gets the offsets; the target branch is
+guided by it (attention maps).
 """
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ import torch
 
 from .. import samplers
 from . import Trace, register
-from ._common import check_steps, pivot_trajectory, step_info
+from ._common import pivot_trajectory, step_info
 
 
-@register("direct", sample=lambda *a: sample(*a), cost="1 NFE (inversion) + 1 guided call (2 NFE) per step")
+@register("direct", cost="1 NFE (inversion) + 1 guided call (2 NFE) per step")
 @torch.no_grad()
 def invert(model, z0, condition, schedule, *, keep_trajectory: bool = True):
     """DDIM pivot plus per-step offsets that pin the guided source branch onto it (no optimisation)."""
@@ -33,15 +34,3 @@ def invert(model, z0, condition, schedule, *, keep_trajectory: bool = True):
         steps.append(step_info(i, 1 + per, time.perf_counter() - start,
                                offset_rms=offsets[-1].flatten(1).pow(2).mean(1).sqrt().double().tolist()))
     return Trace(pivots[0], pivots if keep_trajectory else None, {"offsets": torch.stack(offsets)}, steps)
-
-
-@torch.no_grad()
-def sample(model, inv, schedule, condition):
-    """The guided sampler with the recorded offsets added after every step (the source branch)."""
-    offsets = inv.state["offsets"]
-    check_steps("direct", offsets, schedule)
-    x = inv.x_T
-    for i in range(len(schedule)):
-        out = model.predict(x, float(schedule.timesteps[i]), condition)
-        x = samplers.step(model.prediction, x, out, *schedule.levels(i)) + offsets[i].to(x)
-    return x

@@ -19,7 +19,7 @@ from . import Trace, register
 from ._common import pivot_trajectory, step_info
 
 
-@register("null_text", cost="1 NFE + K x (fwd+bwd) + 2 NFE per step (K = iters, early stop on tol)")
+@register("null_text", cost="2 NFE + K x (fwd+bwd) per step, +1 NFE without early stop (K = iters, stop on tol)")
 def invert(model, z0, condition, schedule, *, iters: int = 10, lr: float = 1e-2, tol: float = 1e-5,
            keep_trajectory: bool = True):
     """Per-step optimised unconditional embedding that makes guided sampling follow the DDIM pivot."""
@@ -40,22 +40,23 @@ def invert(model, z0, condition, schedule, *, iters: int = 10, lr: float = 1e-2,
             c = model.forward(x, t, cond)
         var = null.clone().requires_grad_(True)
         opt = torch.optim.Adam([var], lr=lr)
-        used, loss = 0, torch.zeros(n)
+        used, loss, done = 0, torch.zeros(n), None
         for _ in range(iters):
             u = model.forward(x, t, Embeds(var, pooled))
             loss = (A * x + B * (u + w * (c - u)) - target).flatten(1).pow(2).mean(1)
             used += 1
             if float(loss.detach().max()) < tol:
+                done = u.detach()  # the output of the embedding we keep: no re-evaluation
                 break
             opt.zero_grad()
             loss.sum().backward()
             opt.step()
         null = var.detach()
         with torch.no_grad():
-            u = model.forward(x, t, Embeds(null, pooled))
+            u = done if done is not None else model.forward(x, t, Embeds(null, pooled))
             x = A * x + B * (u + w * (c - u))
         nulls.append(null)
         states.append(x)
-        steps.append(step_info(i, 1 + used + 2, time.perf_counter() - start, iters=used,
+        steps.append(step_info(i, 2 + used + (done is None), time.perf_counter() - start, iters=used,
                                residual=loss.detach().double().tolist()))
     return Trace(pivots[0], states if keep_trajectory else None, {"uncond_hidden": torch.stack(nulls)}, steps)

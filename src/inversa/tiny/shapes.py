@@ -202,6 +202,22 @@ def parse_caption(caption: str) -> ShapeSpec:
     return nominal(m["shape"], m["colour"], m["size"], m["position"], background_type, colours)
 
 
+def dilate(mask: np.ndarray, k: int) -> np.ndarray:
+    """``mask`` grown by ``k`` pixels (square neighbourhood); nothing wraps round the borders."""
+    h, w = mask.shape
+    padded, out = np.pad(mask, k), np.zeros_like(mask)
+    for dy in range(2 * k + 1):
+        for dx in range(2 * k + 1):
+            out |= padded[dy:dy + h, dx:dx + w]
+    return out
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boolean masks (0 when both are empty)."""
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else 0.0
+
+
 def nearest_colour(rgb) -> str:
     """Palette name closest (Euclidean RGB) to ``rgb`` in [0, 255]."""
     rgb = np.asarray(rgb, dtype=np.float64)

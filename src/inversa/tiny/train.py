@@ -23,8 +23,11 @@ import torch.nn.functional as F
 from . import shapes
 from .vocab import make_tokenizer
 
+# The default UNet goes down to 4x4 latent cells: there zero padding tells every cell where it is, which the
+# captions' positions need (a 32 -> 16 UNet placed objects at random, whatever the caption said).
 CONFIGS = {
-    "default": dict(vae_channels=(16, 32), vae_groups=8, unet_channels=(32, 64), groups=32, text_hidden=64, text_layers=2),
+    "default": dict(vae_channels=(16, 32), vae_groups=8, unet_channels=(32, 64, 96, 96), groups=32, text_hidden=64,
+                    text_layers=2),
     "test": dict(vae_channels=(8, 16), vae_groups=4, unet_channels=(8, 16), groups=4, text_hidden=16, text_layers=1),
 }
 MAX_TOKENS = 24
@@ -50,12 +53,18 @@ def build_parts(config: str, seed: int = 0, prediction: str = "v_prediction"):
                                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                                         pad_token_id=tok.pad_token_id, hidden_act="gelu"))
     ch = c["unet_channels"]
+    attn = ("CrossAttnDownBlock2D",) * (len(ch) - 1)  # no attention at full latent resolution (cost)
     unet = UNet2DConditionModel(block_out_channels=ch, layers_per_block=1, sample_size=32, in_channels=4,
-                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=h,
+                                out_channels=4, down_block_types=("DownBlock2D",) + attn,
+                                up_block_types=tuple(a.replace("Down", "Up") for a in reversed(attn)) + ("UpBlock2D",),
+                                cross_attention_dim=h,
                                 attention_head_dim=8, norm_num_groups=c["groups"])
+    # v-prediction allows a zero terminal SNR: the noisiest training step then holds no trace of the image, so
+    # layout must come from the caption (with SD's schedule the model read it from the leftover signal instead)
+    zero_snr = prediction == "v_prediction"
     sched = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                          set_alpha_to_one=False, steps_offset=1, prediction_type=prediction)
+                          set_alpha_to_one=False, steps_offset=0 if zero_snr else 1, prediction_type=prediction,
+                          rescale_betas_zero_snr=zero_snr, timestep_spacing="trailing" if zero_snr else "leading")
     return vae, unet, text, tok, sched
 
 
