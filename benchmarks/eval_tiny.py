@@ -122,10 +122,10 @@ def loss_curve(csv: str, path: str) -> None:
         data.setdefault(stage, []).append((int(step), float(loss)))
     fig, axes = plt.subplots(1, len(data), figsize=(3.2 * len(data), 2.4), dpi=80)
     for ax, (stage, pts) in zip(np.atleast_1d(axes), data.items()):
-        s, l = np.array(pts).T
-        k = max(1, len(l) // 50)
-        smooth = np.convolve(l, np.ones(k) / k, mode="valid")
-        ax.plot(s, l, lw=0.5, alpha=0.4)
+        s, loss = np.array(pts).T
+        k = max(1, len(loss) // 50)
+        smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+        ax.plot(s, loss, lw=0.5, alpha=0.4)
         ax.plot(s[k - 1:], smooth, lw=1.2)
         ax.set_title(f"{stage} loss"), ax.set_xlabel("step"), ax.set_yscale("log")
     fig.tight_layout()

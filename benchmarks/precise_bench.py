@@ -113,19 +113,20 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TQDM_DISABLE", "1")
     rows, speeds = [], []
+    step_counts = [int(s) for s in args.steps.split(",")]
     for family in args.families.split(","):
-        for steps in [int(s) for s in args.steps.split(",")]:
-            if family == "oracle":
-                for pred in ("epsilon", "v_prediction", "flow"):
-                    model = GaussianModel(prediction=pred)
-                    z0 = model.sample_data(2, prompt="", seed=1)
+        if family == "oracle":
+            for pred in ("epsilon", "v_prediction", "flow"):
+                model = GaussianModel(prediction=pred)
+                z0 = model.sample_data(2, prompt="", seed=1)
 
-                    def exact(sched, cond, state, model=model, z0=z0):
-                        if "guidance_w" in state:
-                            return torch.cat([model.exact_inversion(z0[b:b + 1], sched, model.condition([""], cond.guidance),
-                                                                    state["guidance_w"][:, b].tolist())[0] for b in range(len(z0))])
-                        return model.exact_inversion(z0, sched, cond)[0]
+                def exact(sched, cond, state, model=model, z0=z0):
+                    if "guidance_w" in state:
+                        return torch.cat([model.exact_inversion(z0[b:b + 1], sched, model.condition([""], cond.guidance),
+                                                                state["guidance_w"][:, b].tolist())[0] for b in range(len(z0))])
+                    return model.exact_inversion(z0, sched, cond)[0]
 
+                for steps in step_counts:
                     for label, method, cfg, w in configs(args):
                         if w != 1.0:
                             continue  # the oracle's empty prompt makes guidance meaningless
@@ -133,11 +134,12 @@ def main(argv=None) -> int:
                         print(_line(rows[-1]), file=sys.stderr)
                     if args.speed:
                         speeds.append({"model": f"oracle-{pred}", **speed_ratio(model, z0, steps, args)})
-                continue
-            from inversa import load_model
-            from inversa.tiny.random_pipelines import save_pipeline
+            continue
+        from inversa import load_model
+        from inversa.tiny.random_pipelines import save_pipeline
 
-            model = load_model(save_pipeline(family))
+        model = load_model(save_pipeline(family))
+        for steps in step_counts:
             if args.source == "photo":
                 z0 = photo_latent(model)
             else:

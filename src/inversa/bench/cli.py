@@ -69,7 +69,7 @@ def run_bench(args) -> int:
     from ..metrics import load_lpips
     from .datasets import open_dataset
     from .report import markdown, table
-    from .runner import BenchConfig, check_methods, protocol, run
+    from .runner import BenchConfig, check_methods, run
     from .store import Store
 
     rank, world, state = _distributed()
@@ -95,7 +95,8 @@ def run_bench(args) -> int:
         state.wait_for_everyone()
     if rank == 0:
         with Store(args.output) as store:
-            print(markdown(table(store.rows(), store.configs()), protocol(model, cfg, dataset)))
+            configs = store.configs()
+            print(markdown(table(store.rows(), configs), configs))
     return 0
 
 

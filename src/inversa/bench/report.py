@@ -38,7 +38,9 @@ def _label(entry: dict) -> str:
     return entry["method"] + (f" ({extra})" if extra else "")
 
 
-def markdown(entries: list[dict], protocol: dict) -> str:
+def markdown(entries: list[dict], configs: dict) -> str:
+    """The results table headed by the protocol the configs recorded."""
+    protocol = next((c["protocol"] for c in configs.values() if c["method"] != VAE_ROW), {})
     lines = ["# inversa benchmark", ""]
     keys = ("model", "dataset", "resolution", "crop", "steps", "sample_steps", "spacing", "t_T", "alpha_T",
             "sigma_T", "guidance", "prompts", "dtype", "device")
@@ -98,15 +100,20 @@ def _plots(rows: list[dict], entries: list[dict], out: str) -> list[str]:
     return made
 
 
-def _error_map(original: str, recon: str, path: str) -> None:
+def _pixels(path: str):
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float64) / 255
+
+
+def _error_map(original, recon: str, path: str) -> None:
     """|original - reconstruction| averaged over channels, magma colour map, scaled to [0, 0.5]."""
     import matplotlib
     import numpy as np
     from PIL import Image
 
-    a = np.asarray(Image.open(original).convert("RGB"), dtype=np.float64) / 255
-    b = np.asarray(Image.open(recon).convert("RGB"), dtype=np.float64) / 255
-    err = np.clip(np.abs(a - b).mean(2) / 0.5, 0, 1)
+    err = np.clip(np.abs(original - _pixels(recon)).mean(2) / 0.5, 0, 1)
     rgb = (matplotlib.colormaps["magma"](err)[..., :3] * 255).round().astype(np.uint8)
     Image.fromarray(rgb).save(path)
 
@@ -137,8 +144,7 @@ def write_report(store_path: str, out: str, max_images: int = 12) -> dict:
         raise InversaError(f"results store {store_path} has no rows")
     os.makedirs(out, exist_ok=True)
     entries = table(rows, configs)
-    protocol = next((c["protocol"] for c in configs.values() if c["method"] != VAE_ROW), {})
-    md = markdown(entries, protocol)
+    md = markdown(entries, configs)
     with open(os.path.join(out, "report.md"), "w", encoding="utf-8") as f:
         f.write(md)
     plots = _plots(rows, entries, out)
@@ -160,6 +166,7 @@ def write_report(store_path: str, out: str, max_images: int = 12) -> dict:
         stem = safe_name(image)
         orig = os.path.join(gallery_dir, f"{stem}__original.png")
         shutil.copyfile(os.path.join(base, first["original"]), orig)
+        original = _pixels(orig)
         cells.append(f"<figure><img src='gallery/{stem}__original.png' alt='original'><figcaption>original"
                      f"</figcaption></figure>")
         for e in entries:
@@ -170,7 +177,7 @@ def write_report(store_path: str, out: str, max_images: int = 12) -> dict:
                 continue
             name = f"{stem}__{safe_name(e['method'])}-{e['config_hash'][:8]}"
             shutil.copyfile(os.path.join(base, r["recon"]), os.path.join(gallery_dir, name + ".png"))
-            _error_map(orig, os.path.join(gallery_dir, name + ".png"), os.path.join(gallery_dir, name + "_error.png"))
+            _error_map(original, os.path.join(gallery_dir, name + ".png"), os.path.join(gallery_dir, name + "_error.png"))
             psnr = "identical" if r["psnr"] >= 1e8 else f"{r['psnr']:.2f} dB"
             cells.append(f"<figure><img src='gallery/{name}.png' alt='reconstruction'>"
                          f"<img src='gallery/{name}_error.png' alt='error map'>"

@@ -64,6 +64,11 @@ def backwards(schedule, desc: str):
     return tqdm(list(reversed(range(len(schedule)))), desc=desc, leave=False, disable=None, unit="step")
 
 
+def step_info(i: int, nfe: int, seconds: float, **extra) -> dict:
+    """One step's diagnostics (NFE per sample, wall time, method-specific extras)."""
+    return {"step": i, "nfe": nfe, "seconds": seconds, **extra}
+
+
 def _load_all() -> None:
     for info in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{info.name}")

@@ -15,8 +15,7 @@ import torch
 
 from .. import samplers
 from ..errors import InversaError
-from . import Trace, register
-from ._common import step_info
+from . import Trace, register, step_info
 from .ddim import naive_step
 
 

@@ -6,7 +6,7 @@ import time
 import torch
 
 from .. import samplers
-from . import Trace, backwards, register
+from . import Trace, backwards, register, step_info
 
 
 def naive_step(model, x_next, t, condition, levels, guidance=None):
@@ -15,15 +15,26 @@ def naive_step(model, x_next, t, condition, levels, guidance=None):
     return samplers.invert_step(model.prediction, x_next, out, *levels), out
 
 
-@register("ddim", cost="1 NFE per step")
 @torch.no_grad()
+def naive_inversion(model, z0, condition, schedule, guidance=None, desc: str = "ddim"):
+    """``([x_0 (= x_T), ..., x_N (= z0)], per-step diagnostics)`` of naive inversion.
+
+    ``guidance=1.0`` gives the pivot trajectory of Null-text and Direct inversion: the
+    conditional prompt alone, which guidance 1 would reproduce almost exactly.
+    """
+    w = condition.guidance if guidance is None else guidance
+    per = 2 if condition.uncond is not None and w not in (0.0, 1.0) else 1
+    x, states, steps = z0, [z0], []
+    for i in backwards(schedule, desc):
+        start = time.perf_counter()
+        x, _ = naive_step(model, x, float(schedule.timesteps[i]), condition, schedule.levels(i), guidance)
+        states.insert(0, x)
+        steps.insert(0, step_info(i, per, time.perf_counter() - start, iters=1))
+    return states, steps
+
+
+@register("ddim", cost="1 NFE per step")
 def invert(model, z0, condition, schedule, *, keep_trajectory: bool = True):
     """Run the sampler backwards with e(x_{t-1}) in place of e(x_t) (Song et al. 2021)."""
-    x, states, steps = z0, [z0], []
-    for i in backwards(schedule, "ddim"):
-        start = time.perf_counter()
-        x, _ = naive_step(model, x, float(schedule.timesteps[i]), condition, schedule.levels(i))
-        states.insert(0, x)
-        steps.insert(0, {"step": i, "iters": 1, "nfe": 1 * (2 if condition.guided else 1),
-                         "seconds": time.perf_counter() - start})
-    return Trace(x, states if keep_trajectory else None, {}, steps)
+    states, steps = naive_inversion(model, z0, condition, schedule)
+    return Trace(states[0], states if keep_trajectory else None, {}, steps)

@@ -13,8 +13,7 @@ import time
 import torch
 
 from .. import samplers
-from . import Trace, register
-from ._common import step_info
+from . import Trace, register, step_info
 
 
 @register("ddpm_edit_friendly", cost="1 NFE per step, closed form (noise maps)")

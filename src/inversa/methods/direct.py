@@ -14,15 +14,15 @@ import time
 import torch
 
 from .. import samplers
-from . import Trace, register
-from ._common import pivot_trajectory, step_info
+from . import Trace, register, step_info
+from .ddim import naive_inversion
 
 
 @register("direct", cost="1 NFE (inversion) + 1 guided call (2 NFE) per step")
 @torch.no_grad()
 def invert(model, z0, condition, schedule, *, keep_trajectory: bool = True):
     """DDIM pivot plus per-step offsets that pin the guided source branch onto it (no optimisation)."""
-    pivots = pivot_trajectory(model, z0, condition, schedule)
+    pivots, _ = naive_inversion(model, z0, condition, schedule, guidance=1.0, desc="direct pivot")
     per = 2 if condition.guided else 1
     offsets, steps = [], []
     for i in range(len(schedule)):

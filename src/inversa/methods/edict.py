@@ -13,8 +13,7 @@ import torch
 
 from .. import samplers
 from ..errors import InversaError
-from . import Trace, backwards, register
-from ._common import step_info
+from . import Trace, backwards, register, step_info
 
 
 @torch.no_grad()

@@ -7,26 +7,18 @@ prompt as the positive one.
 """
 from __future__ import annotations
 
-import time
-
 import torch
 
 from ..model import Condition
-from . import Trace, backwards, register
-from .ddim import naive_step
+from . import Trace, register
+from .ddim import naive_inversion
 
 
 @register("negative_prompt", sample=lambda *a: sample(*a), cost="1 NFE per step (no optimisation)")
-@torch.no_grad()
 def invert(model, z0, condition, schedule, *, keep_trajectory: bool = True):
     """DDIM inversion with the source prompt as unconditional prompt (guidance collapses to the prompt)."""
-    x, states, steps = z0, [z0], []
-    for i in backwards(schedule, "negative_prompt"):
-        start = time.perf_counter()
-        x, _ = naive_step(model, x, float(schedule.timesteps[i]), condition, schedule.levels(i), guidance=1.0)
-        states.insert(0, x)
-        steps.insert(0, {"step": i, "iters": 1, "nfe": 1, "seconds": time.perf_counter() - start})
-    return Trace(x, states if keep_trajectory else None, {}, steps)
+    states, steps = naive_inversion(model, z0, condition, schedule, guidance=1.0, desc="negative_prompt")
+    return Trace(states[0], states if keep_trajectory else None, {}, steps)
 
 
 @torch.no_grad()

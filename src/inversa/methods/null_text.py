@@ -15,8 +15,8 @@ import torch
 from .. import samplers
 from ..errors import InversaError
 from ..model import Embeds
-from . import Trace, register
-from ._common import pivot_trajectory, step_info
+from . import Trace, register, step_info
+from .ddim import naive_inversion
 
 
 @register("null_text", cost="2 NFE + K x (fwd+bwd) per step, +1 NFE without early stop (K = iters, stop on tol)")
@@ -26,7 +26,7 @@ def invert(model, z0, condition, schedule, *, iters: int = 10, lr: float = 1e-2,
     if condition.uncond is None:
         raise InversaError("null_text optimises the unconditional embedding: invert with guidance != 1")
     n, w = z0.shape[0], condition.guidance
-    pivots = pivot_trajectory(model, z0, condition, schedule)
+    pivots, _ = naive_inversion(model, z0, condition, schedule, guidance=1.0, desc="null_text pivot")
     uncond = condition.uncond.expand(n)
     null, pooled = uncond.hidden.detach().clone(), uncond.pooled
     cond = condition.cond.expand(n)
