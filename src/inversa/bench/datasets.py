@@ -33,7 +33,9 @@ class Item:
         """The image at ``size`` x ``size`` under the ``crop`` policy, in [-1, 1]."""
         from ..images import read_image, to_tensor
 
-        arr = self.array() if self.array is not None else read_image(self.source)
+        if self.array is None:
+            return to_tensor(read_image(self.source), size, crop)
+        arr = self.array()  # built-in arrays may be grayscale or carry alpha
         if arr.ndim == 2:
             arr = np.repeat(arr[..., None], 3, axis=2)
         return to_tensor(arr[..., :3], size, crop)
