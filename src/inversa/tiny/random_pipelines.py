@@ -10,9 +10,10 @@ import tempfile
 
 import torch
 
-from .vocab import make_tokenizer
+from .vocab import make_t5_tokenizer, make_tokenizer
 
-FAMILIES = ("sd", "sd2v", "sdxl", "lcm", "sd3")
+FAMILIES = ("sd", "sd2v", "sdxl", "lcm", "sd3", "flux")
+VARIANTS = FAMILIES + ("flux-schnell",)  # buildable too, kept out of the per-family test matrix
 
 
 def _text_encoder(tokenizer, hidden: int = 32, projection: int | None = None, seed: int = 0):
@@ -45,8 +46,36 @@ def _unet(seed: int = 0, cross: int = 32, **kw):
                                 attention_head_dim=8, norm_num_groups=32, **kw).eval()
 
 
+def _t5_encoder(tokenizer, d_model: int, seed: int = 0):
+    from transformers import T5Config, T5EncoderModel
+
+    cfg = T5Config(vocab_size=len(tokenizer), d_model=d_model, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                   pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(seed)
+    return T5EncoderModel(cfg).eval()
+
+
+def _flux(tok, seed: int, schnell: bool):
+    """FLUX.1-dev (guidance embedding, resolution-dependent shift) or -schnell (neither), tiny."""
+    import diffusers as d
+
+    torch.manual_seed(seed)
+    # 4 latent channels packed 2x2 into 16 per token; rope axes sum to the head dim; T5 width = joint dim
+    net = d.FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+                                   attention_head_dim=8, num_attention_heads=2, joint_attention_dim=32,
+                                   pooled_projection_dim=32, guidance_embeds=not schnell,
+                                   axes_dims_rope=(2, 2, 4)).eval()
+    sched = (d.FlowMatchEulerDiscreteScheduler(shift=1.0) if schnell else
+             d.FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                               base_image_seq_len=256, max_image_seq_len=4096))
+    vae = _vae(seed, shift_factor=0.1159, scaling_factor=0.3611, use_quant_conv=False, use_post_quant_conv=False)
+    t5_tok = make_t5_tokenizer()
+    return d.FluxPipeline(scheduler=sched, vae=vae, text_encoder=_text_encoder(tok, seed=seed), tokenizer=tok,
+                          text_encoder_2=_t5_encoder(t5_tok, 32, seed + 1), tokenizer_2=t5_tok, transformer=net)
+
+
 def build_pipeline(family: str, seed: int = 0):
-    """A tiny random pipeline of ``family`` (one of :data:`FAMILIES`); 64x64 images, 32x32 latents."""
+    """A tiny random pipeline of ``family`` (one of :data:`VARIANTS`); 64x64 images, 32x32 latents."""
     import diffusers as d
 
     tmp = tempfile.mkdtemp(prefix="inversa-tok-")
@@ -83,7 +112,9 @@ def build_pipeline(family: str, seed: int = 0):
                                           vae=vae, text_encoder=_text_encoder(tok, projection=32, seed=seed),
                                           tokenizer=tok, text_encoder_2=_text_encoder(tok, projection=32, seed=seed + 1),
                                           tokenizer_2=tok, text_encoder_3=None, tokenizer_3=None)
-    raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
+    if family in ("flux", "flux-schnell"):
+        return _flux(tok, seed, schnell=family == "flux-schnell")
+    raise ValueError(f"unknown family {family!r}; expected one of {VARIANTS}")
 
 
 def save_pipeline(family: str, folder: str | None = None, seed: int = 0) -> str:

@@ -47,3 +47,18 @@ def make_tokenizer(folder: str, words=BASIC_WORDS, max_length: int = 77):
 
     vocab_file, merges_file = save_vocab(folder, words)
     return CLIPTokenizer(vocab_file, merges_file, model_max_length=max_length)
+
+
+def build_unigram(words=BASIC_WORDS) -> list[tuple[str, float]]:
+    """A T5-style unigram vocabulary: specials, whole words (preferred), then single characters."""
+    chars = string.ascii_lowercase + string.digits + string.punctuation
+    whole = [("\u2581" + w, -1.0) for w in sorted(set(w.lower() for w in words))]
+    return ([("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)] + whole
+            + [(c, -5.0) for c in chars])
+
+
+def make_t5_tokenizer(words=BASIC_WORDS):
+    """A ``T5TokenizerFast`` (FLUX's second tokenizer) from a local word list, no sentencepiece file."""
+    from transformers import T5TokenizerFast
+
+    return T5TokenizerFast(vocab=build_unigram(words), extra_ids=0)
