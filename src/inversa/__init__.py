@@ -2,7 +2,8 @@
 from .api import denoise, invert, reconstruct
 from .errors import InversaError
 from .methods import available as available_methods
-from .model import Condition, DiffusersModel, Embeds, Model, Schedule, load_model
+from .families import DiffusersModel, load_model
+from .model import Condition, Embeds, Model, Schedule
 from .result import Inversion
 
 __all__ = ["invert", "reconstruct", "denoise", "load_model", "Inversion", "Model", "Condition", "Embeds",

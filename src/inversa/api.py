@@ -62,7 +62,7 @@ def invert(model, image, prompt: str | list[str] = "", *, method: str = "ddim", 
         raise InversaError(f"{len(prompts)} prompts for {n} images")
     z0 = model.encode(images)
     condition = model.condition(prompts, guidance, negative)
-    schedule = model.schedule(steps, spacing, strength)
+    schedule = model.schedule(steps, spacing, strength, shape=tuple(z0.shape))
     model.nfe = 0
     start = time.perf_counter()
     opts = {"keep_trajectory": keep_trajectory} if "keep_trajectory" in spec.options() else {}

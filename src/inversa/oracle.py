@@ -46,17 +46,13 @@ class GaussianModel(Model):
         return mu + self.var.sqrt() * torch.randn((n, *self.shape), generator=g).to(self.dtype)
 
     # schedule ---------------------------------------------------------------
-    def schedule(self, steps: int, spacing: str | None = None, strength: float = 1.0) -> Schedule:
+    def noise_levels(self, steps: int, spacing: str | None = None, shape=None) -> Schedule:
         if self.prediction == "flow":
             s = torch.linspace(1.0, 1.0 / steps, steps, dtype=torch.float64)
             s = self.shift * s / (1 + (self.shift - 1) * s)
-            ts = (s * self.train_steps).tolist()
-            spacing = f"flow(shift={self.shift})"
-        else:
-            spacing = spacing or "leading"
-            ts = vp_timesteps(self.train_steps, steps, spacing, offset=1)
-        keep = min(max(int(round(steps * strength)), 1), steps)
-        return self.schedule_from_timesteps(ts[steps - keep:], spacing)
+            return self.schedule_from_timesteps((s * self.train_steps).tolist(), f"flow(shift={self.shift})")
+        spacing = spacing or "leading"
+        return self.schedule_from_timesteps(vp_timesteps(self.train_steps, steps, spacing, offset=1), spacing)
 
     def schedule_from_timesteps(self, timesteps, spacing: str = "custom") -> Schedule:
         ts = torch.as_tensor(timesteps, dtype=torch.float64)

@@ -1,0 +1,67 @@
+"""Model families: one small adapter module per diffusers pipeline family, and the loader.
+
+To add a family, subclass :class:`~inversa.families.base.DiffusersModel` (or a relative)
+in its own module and list it in :data:`FAMILIES` before any family it specialises.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+
+from ..errors import InversaError
+from .base import SUPPORTED, DiffusersModel
+from .lcm import LCMModel
+from .sd import SDModel
+from .sd3 import SD3Model
+from .sdxl import SDXLModel
+
+FAMILIES = (SD3Model, SDXLModel, LCMModel, SDModel)  # most specific first
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+def family_of(pipe) -> type[DiffusersModel]:
+    """The adapter class for ``pipe``, or a one-line error naming what is supported."""
+    if hasattr(pipe, "scheduler") and (getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)) is not None:
+        for cls in FAMILIES:
+            if cls.accepts(pipe):
+                return cls
+    raise InversaError(f"unsupported pipeline {type(pipe).__name__}; supported: {SUPPORTED}")
+
+
+def _absent_components(folder: str) -> dict:
+    """Components a saved folder lists as null (e.g. SD3 without T5) must be passed as None."""
+    index = os.path.join(folder, "model_index.json")
+    if not os.path.isfile(index):
+        return {}
+    with open(index) as f:
+        spec = json.load(f)
+    return {k: None for k, v in spec.items() if isinstance(v, list) and v[0] is None}
+
+
+def load_model(name_or_path: str, dtype: str | torch.dtype = "float32", device: str | None = None,
+               embedded_guidance: float | None = None) -> DiffusersModel:
+    """Load any supported diffusers pipeline with ``from_pretrained`` (hub id or local folder)."""
+    from diffusers import DiffusionPipeline
+
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise InversaError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
+        dtype = DTYPES[dtype]
+    local = os.path.isdir(name_or_path)
+    if not local and (os.path.sep in name_or_path.strip("/") and os.path.exists(os.path.dirname(name_or_path))
+                      or name_or_path.startswith((".", "/"))):
+        raise InversaError(f"model folder {name_or_path} does not exist")
+    try:
+        pipe = DiffusionPipeline.from_pretrained(name_or_path, dtype=dtype, local_files_only=local,
+                                                 **_absent_components(name_or_path))
+    except InversaError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - diffusers raises many types; the user needs one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InversaError(f"cannot load model {name_or_path!r}: {first}") from exc
+    if device:
+        pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return DiffusersModel(pipe, name=name_or_path, embedded_guidance=embedded_guidance)

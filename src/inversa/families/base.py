@@ -1,0 +1,127 @@
+"""What every diffusers family shares: components, VAE, prompt encoding through the pipeline, the network call.
+
+A family subclass overrides a few hooks, the way k-diffusion's wrappers override one
+method: :meth:`accepts` (is this pipeline mine), :meth:`encode_prompt`, :meth:`noise_levels`
+(may depend on the latent shape), :meth:`schedule_from_timesteps`, :meth:`network` (sees
+(B, C, H, W) latents; a family that packs latents into tokens does so inside it) and
+:attr:`latent_multiple`.
+"""
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import Tensor
+
+from ..errors import InversaError
+from ..model import Embeds, Model, Schedule
+
+SUPPORTED = "StableDiffusion 1.x/2.x, StableDiffusionXL (incl. Turbo), LatentConsistencyModel, StableDiffusion3"
+
+
+def accepts_argument(fn, name: str) -> bool:
+    return name in inspect.signature(fn).parameters
+
+
+class DiffusersModel(Model):
+    """A diffusers pipeline seen through :class:`Model`; ``DiffusersModel(pipe)`` builds its family's subclass."""
+
+    def __new__(cls, pipe, *args, **kwargs):
+        if cls is DiffusersModel:
+            from . import family_of
+
+            cls = family_of(pipe)
+        return super().__new__(cls)
+
+    def __init__(self, pipe, name: str = "", embedded_guidance: float | None = None):
+        self.pipe = pipe
+        self.name = name or getattr(pipe, "name_or_path", "") or type(pipe).__name__
+        self.net = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+        for part in pipe.components.values():
+            if isinstance(part, torch.nn.Module):
+                part.requires_grad_(False)
+        self.vae = getattr(pipe, "vae", None)
+        self.scheduler = pipe.scheduler
+        self.embedded_guidance = embedded_guidance if embedded_guidance is not None else 8.5
+        self.device = self.net.device
+        self.dtype = self.net.dtype
+        # latents and outputs stay float32, or float64 for a float64 model (exactness tests)
+        self.work_dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
+        self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 1
+        self.nfe = 0
+
+    @classmethod
+    def accepts(cls, pipe) -> bool:
+        """Whether ``pipe`` belongs to this family (checked most specific family first)."""
+        raise NotImplementedError
+
+    # images ---------------------------------------------------------------
+    @property
+    def latent_multiple(self) -> int:
+        """Latent sides must be multiples of this (UNet downsampling, transformer patches)."""
+        raise NotImplementedError
+
+    def check_size(self, height: int, width: int) -> None:
+        k = self.vae_scale * self.latent_multiple
+        if height % k or width % k or height < k or width < k:
+            raise InversaError(f"image size {width}x{height} does not fit model {self.name}: "
+                               f"both sides must be positive multiples of {k} (use --size)")
+
+    def default_size(self) -> int:
+        size = self.net.config.sample_size
+        size = size[0] if isinstance(size, (list, tuple)) else size
+        return int(size) * self.vae_scale
+
+    def encode(self, images: Tensor) -> Tensor:
+        self.check_size(images.shape[-2], images.shape[-1])
+        if self.vae is None:
+            return images.to(self.work_dtype)
+        with torch.no_grad():
+            dist = self.vae.encode(images.to(self.device, self.vae.dtype)).latent_dist
+        z = dist.mean.to(self.work_dtype)
+        shift = self.vae.config.get("shift_factor") or 0.0
+        return (z - shift) * self.vae.config.scaling_factor
+
+    def decode(self, latents: Tensor) -> Tensor:
+        if self.vae is None:
+            return latents.float().clamp(-1, 1)
+        shift = self.vae.config.get("shift_factor") or 0.0
+        z = latents / self.vae.config.scaling_factor + shift
+        with torch.no_grad():
+            img = self.vae.decode(z.to(self.device, self.vae.dtype)).sample
+        return img.float().clamp(-1, 1)
+
+    # text -----------------------------------------------------------------
+    def pipeline_prompt(self, prompts: list[str]) -> tuple:
+        """The pipeline's own ``encode_prompt`` output for ``prompts`` (no CFG, secondary prompts unset)."""
+        fn = self.pipe.encode_prompt
+        kw = dict(prompt=prompts, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=False)
+        for extra in ("prompt_2", "prompt_3"):
+            if accepts_argument(fn, extra):
+                kw[extra] = None
+        with torch.no_grad():
+            return fn(**kw)
+
+    def encode_prompt(self, prompts: list[str]) -> Embeds:
+        return Embeds(self.pipeline_prompt(prompts)[0].float())
+
+    # schedule -------------------------------------------------------------
+    def train_steps(self) -> int:
+        return int(self.scheduler.config.num_train_timesteps)
+
+    # network --------------------------------------------------------------
+    def network(self, x: Tensor, t: float, embeds: Embeds) -> Tensor:
+        """The raw network output for ``x`` (B, C, H, W) on the model's device and dtype."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, t: float, embeds: Embeds) -> Tensor:
+        self.nfe += x.shape[0]
+        out = self.network(x.to(self.device, self.dtype), t, embeds).to(x.device, self.work_dtype)
+        if not torch.isfinite(out).all():
+            hint = ("half precision overflowed: run it in float32 (--dtype float32)" if self.dtype in (torch.float16, torch.bfloat16)
+                    else "the input diverged or the weights are broken")
+            raise InversaError(f"model {self.name} produced NaN/inf at t={float(t):g}: {hint}")
+        return out
+
+    def on_device(self, tensor: Tensor) -> Tensor:
+        return tensor.to(self.device, self.dtype)

@@ -1,0 +1,49 @@
+"""Stable Diffusion 3: an MMDiT transformer on a rectified-flow (flow matching) schedule."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..errors import InversaError
+from ..model import Embeds, Schedule
+from .base import SUPPORTED, DiffusersModel
+
+
+class SD3Model(DiffusersModel):
+    family = "sd3"
+    prediction = "flow"
+
+    def __init__(self, pipe, name: str = "", embedded_guidance: float | None = None):
+        if "FlowMatch" not in type(pipe.scheduler).__name__:
+            raise InversaError(f"unsupported transformer pipeline with {type(pipe.scheduler).__name__}; "
+                               f"supported: {SUPPORTED}")
+        super().__init__(pipe, name, embedded_guidance)
+
+    @classmethod
+    def accepts(cls, pipe) -> bool:
+        return getattr(pipe, "transformer", None) is not None
+
+    @property
+    def latent_multiple(self) -> int:
+        return self.net.config.patch_size
+
+    def encode_prompt(self, prompts: list[str]) -> Embeds:
+        out = self.pipeline_prompt(prompts)
+        return Embeds(out[0].float(), out[2].float())
+
+    def noise_levels(self, steps: int, spacing: str | None, shape=None) -> Schedule:
+        sched = type(self.scheduler).from_config(self.scheduler.config)
+        sched.set_timesteps(steps)
+        sigmas = sched.sigmas.double()
+        spacing = f"flow(shift={self.scheduler.config.get('shift', 1.0)})"
+        return Schedule(sched.timesteps.double(), 1.0 - sigmas, sigmas, spacing)
+
+    def schedule_from_timesteps(self, timesteps, spacing: str = "custom") -> Schedule:
+        ts = torch.as_tensor(timesteps, dtype=torch.float64)
+        s = torch.cat([ts / self.train_steps(), torch.zeros(1, dtype=torch.float64)])
+        return Schedule(ts, 1.0 - s, s, spacing)
+
+    def network(self, x: Tensor, t: float, embeds: Embeds) -> Tensor:
+        tt = torch.full((x.shape[0],), float(t), device=self.device, dtype=self.dtype)
+        return self.net(hidden_states=x, timestep=tt, encoder_hidden_states=self.on_device(embeds.hidden),
+                        pooled_projections=self.on_device(embeds.pooled), return_dict=False)[0]

@@ -1,0 +1,25 @@
+"""Stable Diffusion XL (and SDXL-Turbo): two text encoders, pooled text and size micro-conditioning."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..model import Embeds
+from .sd import SDModel
+
+
+class SDXLModel(SDModel):
+    family = "sdxl"
+
+    @classmethod
+    def accepts(cls, pipe) -> bool:
+        return super().accepts(pipe) and pipe.unet.config.get("addition_embed_type") == "text_time"
+
+    def encode_prompt(self, prompts: list[str]) -> Embeds:
+        out = self.pipeline_prompt(prompts)
+        return Embeds(out[0].float(), out[2].float())
+
+    def unet_kwargs(self, x: Tensor, embeds: Embeds) -> dict:
+        h, w = x.shape[-2] * self.vae_scale, x.shape[-1] * self.vae_scale
+        ids = torch.tensor([h, w, 0, 0, h, w], device=self.device, dtype=self.dtype).expand(x.shape[0], 6)
+        return {"added_cond_kwargs": {"text_embeds": self.on_device(embeds.pooled), "time_ids": ids}}
