@@ -7,7 +7,7 @@ from inversa.metrics import relative_error
 from inversa.tiny.random_pipelines import FAMILIES, build_pipeline
 
 EXPECTED = {"sd": ("sd", "epsilon"), "sd2v": ("sd", "v_prediction"), "sdxl": ("sdxl", "epsilon"),
-            "lcm": ("lcm", "epsilon"), "sd3": ("sd3", "flow")}
+            "lcm": ("lcm", "epsilon"), "sd3": ("sd3", "flow"), "flux": ("flux", "flow")}
 
 
 def _images(n=1, seed=0):

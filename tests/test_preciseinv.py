@@ -113,7 +113,7 @@ def test_newton_needs_fewer_evaluations_than_the_paper_solver(tiny_model):
     assert model.nfe * 2 <= paper_cost
 
 
-@pytest.mark.parametrize("family,steps", [("lcm", 2), ("sd3", 4)])
+@pytest.mark.parametrize("family,steps", [("lcm", 2), ("sd3", 4), ("flux", 4)])
 def test_few_step_and_flow_pipelines(tiny_model, family, steps):
     model = tiny_model(family)
     z0, cond, sched = _generated(model, steps)

@@ -16,7 +16,7 @@ from torch import Tensor
 from ..errors import InversaError
 from ..model import Embeds, Model, Schedule
 
-SUPPORTED = "StableDiffusion 1.x/2.x, StableDiffusionXL (incl. Turbo), LatentConsistencyModel, StableDiffusion3"
+SUPPORTED = "StableDiffusion 1.x/2.x, StableDiffusionXL (incl. Turbo), LatentConsistencyModel, StableDiffusion3, FLUX.1"
 
 
 def accepts_argument(fn, name: str) -> bool:
