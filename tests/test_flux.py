@@ -90,10 +90,10 @@ def test_stock_pipeline_reproduces_the_reconstruction(tiny_model, method, cfg):
         assert relative_error(stock, inv.z0).max() < 1e-5
 
 
-def test_true_cfg_and_schnell_match_the_stock_pipeline(tiny_model, pipeline_dir):
-    model = tiny_model("flux", "float64")
+def test_true_cfg_embedded_guidance_and_schnell_match_the_stock_pipeline(pipeline_dir):
+    model = load_model(pipeline_dir("flux"), dtype="float64", embedded_guidance=2.0)
     inv = invert(model, _images(1, 32, 96), "a red circle", steps=3, guidance=2.5, negative="a blue star")
-    stock = _stock(model, "a red circle", inv.x_T, 3, guidance_scale=3.5, true_cfg_scale=2.5, negative_prompt="a blue star")
+    stock = _stock(model, "a red circle", inv.x_T, 3, guidance_scale=2.0, true_cfg_scale=2.5, negative_prompt="a blue star")
     assert inv.stats["nfe"] == 6 and relative_error(stock, reconstruct(model, inv, decode=False)).max() < 1e-5
     schnell = load_model(pipeline_dir("flux-schnell"), dtype="float64")
     inv = invert(schnell, _images(1), "a red circle", method="fixed_point", steps=2, iters=3)
@@ -118,7 +118,7 @@ def test_cli_inverts_and_reconstructs_a_flux_folder(pipeline_dir, photo, tmp_pat
     folder = pipeline_dir("flux")
     out = tmp_path / "inv"
     assert main(["invert", photo, "--model", folder, "--method", "preciseinv", "--steps", "3", "--size", "64",
-                 "-o", str(out)]) == 0
+                 "--embedded-guidance", "2", "-o", str(out)]) == 0
     assert main(["reconstruct", str(out / "inversion.safetensors"), "--model", folder,
                  "-o", str(tmp_path / "rec.png")]) == 0
     assert (tmp_path / "rec.png").is_file()

@@ -83,7 +83,7 @@ def test_paper_solver_is_adamw_on_eps():
 def _generated(model, steps, seed=0):
     """A latent the model itself generates, and the schedule it was generated on."""
     cond = model.condition([""])
-    sched = model.schedule(steps)
+    sched = model.schedule(steps, shape=(1, 4, 32, 32))
     with torch.no_grad():
         z0 = denoise(model, torch.randn(1, 4, 32, 32, generator=torch.Generator().manual_seed(seed)), sched, cond)
     return z0, cond, sched

@@ -124,7 +124,7 @@ class InjectingProcessor:
 def supports_injection(model) -> bool:
     """Only UNet pipelines have the attention layers this injection understands."""
     net = getattr(model, "net", None)
-    return net is not None and hasattr(net, "set_attn_processor") and getattr(model, "family", "") != "sd3"
+    return net is not None and hasattr(net, "set_attn_processor") and getattr(model, "family", "") not in ("sd3", "flux")
 
 
 @contextmanager

@@ -53,12 +53,15 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "-m", default=None, help="diffusers folder or hub id (default: the embedded model)")
     p.add_argument("--dtype", default="float32", help="float32 | float16 | bfloat16 | float64")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cpu)")
+    p.add_argument("--embedded-guidance", type=float, default=None,
+                   help="guidance input of distilled models (FLUX.1-dev default 3.5, LCM 8.5)")
 
 
 def open_model(args):
     from .model import load_model
 
-    return load_model(args.model or default_model(), dtype=args.dtype, device=args.device)
+    return load_model(args.model or default_model(), dtype=args.dtype, device=args.device,
+                      embedded_guidance=args.embedded_guidance)
 
 
 def add_invert_args(p: argparse.ArgumentParser) -> None:
