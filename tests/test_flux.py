@@ -126,6 +126,16 @@ def test_cli_inverts_and_reconstructs_a_flux_folder(pipeline_dir, photo, tmp_pat
     assert "multiples of 4" in capsys.readouterr().err
 
 
-def test_odd_latent_sizes_are_refused(tiny_model):
+def test_odd_sizes_and_channel_conditioned_variants_are_refused(tiny_model):
+    from diffusers import FluxControlPipeline
+
+    from inversa import DiffusersModel
+    from inversa.tiny.random_pipelines import build_pipeline
+
     with pytest.raises(InversaError, match="multiples of 4"):
         tiny_model("flux").encode(torch.zeros(1, 3, 64, 66))
+    parts = build_pipeline("flux").components
+    parts["transformer"].register_to_config(in_channels=32)  # Control/Fill transformers take extra channels
+    control = FluxControlPipeline(**{k: v for k, v in parts.items() if k not in ("image_encoder", "feature_extractor")})
+    with pytest.raises(InversaError, match="unsupported FLUX pipeline FluxControlPipeline: .*extra"):
+        DiffusersModel(control)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import InversaError
 from ..model import Embeds, Schedule
 from .sd3 import SD3Model
 
@@ -56,6 +57,9 @@ class FluxModel(SD3Model):
 
     def __init__(self, pipe, name: str = "", embedded_guidance: float | None = None):
         super().__init__(pipe, name, embedded_guidance)
+        if self.net.config.in_channels != 4 * self.vae.config.latent_channels:
+            raise InversaError(f"unsupported FLUX pipeline {type(pipe).__name__}: its transformer takes extra "
+                               f"conditioning channels (Fill/Control); supported: FluxPipeline, FluxImg2ImgPipeline")
         self.embedded_guidance = 3.5 if embedded_guidance is None else float(embedded_guidance)
 
     @classmethod
