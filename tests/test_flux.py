@@ -4,10 +4,10 @@ import math
 import pytest
 import torch
 
-from inversa import invert, load_model, reconstruct
+from inversa import invert, load_model, reconstruct, stock_callback
 from inversa.cli import main
 from inversa.errors import InversaError
-from inversa.families.flux import image_ids, pack, resolution_shift, unpack
+from inversa.families.flux import image_ids, pack, unpack
 from inversa.metrics import relative_error
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -51,10 +51,10 @@ def test_packing_round_trips_and_matches_the_pipeline():
     assert torch.equal(image_ids(3, 5), FluxPipeline._prepare_latent_image_ids(1, 3, 5, "cpu", torch.float32))
 
 
-def test_shift_is_linear_in_tokens():
-    cfg = {"base_image_seq_len": 256, "max_image_seq_len": 4096, "base_shift": 0.5, "max_shift": 1.15}
-    assert resolution_shift(cfg, 256) == 0.5 and resolution_shift(cfg, 4096) == pytest.approx(1.15)
-    assert resolution_shift(cfg, 64) == pytest.approx(0.5 - 0.65 * 192 / 3840)
+def test_shift_is_linear_in_the_token_count(tiny_model):
+    model = tiny_model("flux")  # 0.5 at 256 tokens (a 32x32 latent) to 1.15 at 4096 (the default 256 px image)
+    assert model.shift_mu((1, 4, 32, 32)) == 0.5 and model.shift_mu(None) == pytest.approx(1.15)
+    assert model.shift_mu((1, 4, 16, 16)) == pytest.approx(0.5 - 0.65 * 192 / 3840)
 
 
 @pytest.mark.parametrize("variant,size", [("flux", (64, 64)), ("flux", (32, 96)), ("flux-schnell", (64, 64))])
@@ -71,10 +71,10 @@ def test_schedule_and_network_time_follow_the_stock_pipeline(pipeline_dir, varia
     hook.remove()
     assert sorted(seen) == sorted(net_t for _, net_t, _ in stock)  # shifted sigma, never i/N
     if variant == "flux":  # the shift of this resolution: 0.5 at 256 tokens, less for 96 tokens
-        mu = resolution_shift(model.scheduler.config, (h // 4) * (w // 4))
+        mu = model.shift_mu((1, 4, h // 2, w // 2))
         s = 1 - 1 / 4
         assert float(sched.sigmas[1]) == pytest.approx(math.exp(mu) / (math.exp(mu) + 1 / s - 1), rel=1e-6)
-        assert sched.spacing == f"flow(mu={mu:.6g})"
+        assert sched.spacing == f"flow(shift=3.0, mu={mu:.4g})"
     else:
         assert sched.sigmas[:-1].tolist() == [1.0, 0.75, 0.5, 0.25]
 
@@ -99,6 +99,8 @@ def test_true_cfg_embedded_guidance_and_schnell_match_the_stock_pipeline(pipelin
     inv = invert(schnell, _images(1), "a red circle", method="fixed_point", steps=2, iters=3)
     stock = _stock(schnell, "a red circle", inv.x_T, 2, guidance_scale=0.0)
     assert relative_error(stock, reconstruct(schnell, inv, decode=False)).max() < 1e-5
+    with pytest.raises(InversaError, match="stock_callback does not drive FluxPipeline; .*pack"):
+        stock_callback(schnell.pipe, inv)
 
 
 def test_float32_parity_and_shift_terminal(pipeline_dir, tmp_path):

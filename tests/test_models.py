@@ -54,7 +54,8 @@ def test_schedule_spacing_and_terminal_level(tiny_model):
     leading, trailing = model.schedule(2, "leading"), model.schedule(2, "trailing")
     assert leading.timesteps.tolist() == [501, 1] and trailing.timesteps.tolist() == [999, 499]
     assert leading.terminal()["alpha_T"] == pytest.approx(float(model.scheduler.alphas_cumprod[501]) ** 0.5)
-    assert float(leading.alphas[-1]) == 1.0 and float(leading.sigmas[-1]) == 0.0
+    a0 = float(model.scheduler.alphas_cumprod[0])  # set_alpha_to_one=False: stock DDIM's last step lands here
+    assert float(leading.alphas[-1]) ** 2 == pytest.approx(a0, rel=1e-12) and float(leading.sigmas[-1]) ** 2 == pytest.approx(1 - a0)
     assert model.schedule(10, strength=0.5).timesteps.tolist() == model.schedule(10).timesteps[5:].tolist()
     with pytest.raises(InversaError, match="unknown timestep spacing"):
         model.schedule(4, "evenly")

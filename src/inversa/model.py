@@ -153,8 +153,12 @@ class Model:
         uncond = None
         if guidance != 1.0 and negative is not None:
             negative = [negative] * len(prompts) if isinstance(negative, str) else list(negative)
-            uncond = self.encode_prompt(negative)
+            uncond = self.encode_negative(negative)
         return Condition(cond, uncond, float(guidance))
+
+    def encode_negative(self, prompts: list[str]) -> Embeds:
+        """The unconditional branch's encoding (a family may zero empty prompts, as SDXL pipelines do)."""
+        return self.encode_prompt(prompts)
 
     # noise levels -------------------------------------------------------------
     def schedule(self, steps: int, spacing: str | None = None, strength: float = 1.0,

@@ -106,6 +106,16 @@ class DiffusersModel(Model):
         return Embeds(self.pipeline_prompt(prompts)[0].float())
 
     # schedule -------------------------------------------------------------
+    stock_sampler = ""  # the diffusers scheduler class whose deterministic steps inversa's sampler equals
+
+    def stock_scheduler(self, **overrides):
+        """A fresh :attr:`stock_sampler` built from the pipeline's scheduler config (what users sample with)."""
+        import diffusers
+
+        cls = getattr(diffusers, self.stock_sampler)
+        known = inspect.signature(cls.__init__).parameters  # other schedulers' keys would only warn
+        return cls.from_config({**{k: v for k, v in self.scheduler.config.items() if k in known}, **overrides})
+
     def train_steps(self) -> int:
         return int(self.scheduler.config.num_train_timesteps)
 

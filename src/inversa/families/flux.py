@@ -4,7 +4,7 @@
 |---|---|---|
 | ``pack(x)`` | ``_pack_latents`` | (B, C, H, W) -> (B, H/2 * W/2, 4C) tokens; methods never see tokens |
 | ``image_ids(h, w)`` | ``_prepare_latent_image_ids`` | rope position (0, row, col) of each token |
-| ``resolution_shift`` | ``calculate_shift`` | ``mu``, linear in the token count (0.5 at 256 to 1.15 at 4096) |
+| ``shift_mu(shape)`` | ``calculate_shift`` | ``mu``, linear in the token count (0.5 at 256 to 1.15 at 4096) |
 | ``embedded_guidance`` | ``guidance_scale`` | FLUX.1-dev's distilled guidance input (schnell has none) |
 | ``Condition.guidance`` | ``true_cfg_scale`` | true classifier-free guidance against a negative prompt |
 
@@ -42,13 +42,6 @@ def image_ids(rows: int, cols: int) -> Tensor:
     return torch.stack([torch.zeros_like(r), r, c], dim=-1).reshape(rows * cols, 3).float()
 
 
-def resolution_shift(config, tokens: int) -> float:
-    """The time shift ``mu`` for an image of ``tokens`` tokens, from the scheduler config."""
-    lo, hi = config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096)
-    base, top = config.get("base_shift", 0.5), config.get("max_shift", 1.15)
-    return base + (top - base) * (tokens - lo) / (hi - lo)
-
-
 class FluxModel(SD3Model):
     """FluxPipeline: T5 tokens + pooled CLIP, packed latents, resolution-dependent shift, distilled guidance."""
 
@@ -80,15 +73,12 @@ class FluxModel(SD3Model):
         return Embeds(hidden.to(self.work_dtype), pooled.to(self.work_dtype))
 
     def noise_levels(self, steps: int, spacing: str | None = None, shape=None) -> Schedule:
-        """The stock sigmas for a latent of ``shape`` (default: the pipeline's default image size)."""
-        h, w = shape[-2:] if shape is not None else (self.default_size() // self.vae_scale,) * 2
-        mu = resolution_shift(self.scheduler.config, (h // 2) * (w // 2))
-        sched = type(self.scheduler).from_config(self.scheduler.config)
+        """FluxPipeline's grid: ``linspace(1, 1/N, N)`` shifted by ``mu`` of this latent's token count."""
+        sched, mu = self.stock_scheduler(), self.shift_mu(shape)
         sched.set_timesteps(sigmas=np.linspace(1.0, 1.0 / steps, steps), mu=mu)
         sigmas = sched.sigmas.double()
-        dynamic = self.scheduler.config.get("use_dynamic_shifting")
-        spacing = f"flow(mu={mu:.6g})" if dynamic else f"flow(shift={self.scheduler.config.get('shift', 1.0)})"
-        return Schedule(sched.timesteps.double(), 1.0 - sigmas, sigmas, spacing)
+        label = f"flow(shift={sched.config.get('shift', 1.0)}" + (f", mu={mu:.4g})" if mu is not None else ")")
+        return Schedule(sched.timesteps.double(), 1.0 - sigmas, sigmas, label)
 
     def network(self, x: Tensor, t: float, embeds: Embeds) -> Tensor:
         n, _, h, w = x.shape

@@ -1,4 +1,10 @@
-"""Latent Consistency Models: a UNet with the guidance scale embedded as an input (no CFG needed)."""
+"""Latent Consistency Models: a UNet with the guidance scale embedded as an input (no CFG needed).
+
+Sampled deterministically with DDIM (as PreciseInv does): the LCM scheduler's multistep sampling
+injects fresh noise, and ``LatentConsistencyModelPipeline`` cannot run DDIM (it passes
+``original_inference_steps``), so the stock pipeline for an LCM inversion is
+``StableDiffusionPipeline.from_pipe(pipe, scheduler=...)`` with ``guidance_scale`` = the embedded scale.
+"""
 from __future__ import annotations
 
 import math
@@ -6,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..model import Embeds, Schedule
+from ..model import Embeds
 from .sd import SDModel
 
 
@@ -26,13 +32,6 @@ class LCMModel(SDModel):
     @classmethod
     def accepts(cls, pipe) -> bool:
         return super().accepts(pipe) and bool(pipe.unet.config.get("time_cond_proj_dim"))
-
-    def noise_levels(self, steps: int, spacing: str | None, shape=None) -> Schedule:
-        if spacing is not None:
-            return super().noise_levels(steps, spacing, shape)
-        sched = type(self.scheduler).from_config(self.scheduler.config)
-        sched.set_timesteps(steps)
-        return self.schedule_from_timesteps(sched.timesteps.tolist(), spacing="lcm")
 
     def unet_kwargs(self, x: Tensor, embeds: Embeds) -> dict:
         w = torch.full((x.shape[0],), self.embedded_guidance - 1.0)

@@ -5,7 +5,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InversaError
-from ..model import Embeds, Schedule, vp_timesteps
+from ..model import SPACINGS, Embeds, Schedule
 from .base import DiffusersModel
 
 
@@ -13,6 +13,7 @@ class SDModel(DiffusersModel):
     """UNet + discrete-time VP schedule; SDXL and LCM extend it."""
 
     family = "sd"
+    stock_sampler = "DDIMScheduler"  # eta 0; SDXL, LCM and Turbo inherit it (the LCM scheduler adds noise)
 
     def __init__(self, pipe, name: str = "", embedded_guidance: float | None = None):
         super().__init__(pipe, name, embedded_guidance)
@@ -28,17 +29,26 @@ class SDModel(DiffusersModel):
     def latent_multiple(self) -> int:
         return 2 ** (len(self.net.config.block_out_channels) - 1)
 
-    def noise_levels(self, steps: int, spacing: str | None, shape=None) -> Schedule:
-        spacing = spacing or self.scheduler.config.get("timestep_spacing", "leading")
-        ts = vp_timesteps(self.train_steps(), steps, spacing, self.scheduler.config.get("steps_offset", 0))
-        return self.schedule_from_timesteps(ts, spacing)
+    def stock_scheduler(self, spacing: str | None = None):
+        """The pipeline's scheduler config as DDIM with eta 0 (no x0 clipping: latents are unbounded)."""
+        if spacing is not None and spacing not in SPACINGS:
+            raise InversaError(f"unknown timestep spacing {spacing!r}; expected one of {', '.join(SPACINGS)}")
+        over = {"clip_sample": False, "thresholding": False, **({"timestep_spacing": spacing} if spacing else {})}
+        return super().stock_scheduler(**over)
 
-    def schedule_from_timesteps(self, timesteps, spacing: str = "custom") -> Schedule:
+    def noise_levels(self, steps: int, spacing: str | None, shape=None) -> Schedule:
+        if not 1 <= steps <= self.train_steps():
+            raise InversaError(f"steps must be between 1 and {self.train_steps()}, got {steps}")
+        sched = self.stock_scheduler(spacing)
+        sched.set_timesteps(steps)
+        return self.schedule_from_timesteps(sched.timesteps.tolist(), sched.config.timestep_spacing, sched)
+
+    def schedule_from_timesteps(self, timesteps, spacing: str = "custom", sched=None) -> Schedule:
+        """VP levels of ``timesteps``, ending on the stock sampler's final level (``set_alpha_to_one``)."""
+        sched = sched or self.stock_scheduler()
         ts = torch.as_tensor(timesteps, dtype=torch.float64).round()
-        ac = self.scheduler.alphas_cumprod.double()[ts.long()]
-        a = torch.cat([ac.sqrt(), torch.ones(1, dtype=torch.float64)])
-        s = torch.cat([(1 - ac).sqrt(), torch.zeros(1, dtype=torch.float64)])
-        return Schedule(ts, a, s, spacing)
+        ac = torch.cat([sched.alphas_cumprod.double()[ts.long()], torch.as_tensor(sched.final_alpha_cumprod).double().view(1)])
+        return Schedule(ts, ac.sqrt(), (1 - ac).sqrt(), spacing)
 
     def unet_kwargs(self, x: Tensor, embeds: Embeds) -> dict:
         """Extra UNet inputs of the family (SDXL micro-conditioning, LCM guidance embedding)."""

@@ -12,6 +12,7 @@ from .base import SUPPORTED, DiffusersModel
 class SD3Model(DiffusersModel):
     family = "sd3"
     prediction = "flow"
+    stock_sampler = "FlowMatchEulerDiscreteScheduler"
 
     def __init__(self, pipe, name: str = "", embedded_guidance: float | None = None):
         if "FlowMatch" not in type(pipe.scheduler).__name__:
@@ -31,12 +32,23 @@ class SD3Model(DiffusersModel):
         out = self.pipeline_prompt(prompts)
         return Embeds(out[0].float(), out[2].float())
 
+    def shift_mu(self, shape: tuple[int, ...] | None) -> float | None:
+        """The resolution-dependent shift of ``use_dynamic_shifting`` configs, as the SD3 pipeline computes it."""
+        cfg = self.scheduler.config
+        if not cfg.get("use_dynamic_shifting"):
+            return None
+        h, w = shape[-2:] if shape is not None else (self.default_size() // self.vae_scale,) * 2
+        tokens = (h // self.latent_multiple) * (w // self.latent_multiple)
+        base, top = cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096)
+        low, high = cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.16)
+        return low + (high - low) * (tokens - base) / (top - base)
+
     def noise_levels(self, steps: int, spacing: str | None, shape=None) -> Schedule:
-        sched = type(self.scheduler).from_config(self.scheduler.config)
-        sched.set_timesteps(steps)
+        sched, mu = self.stock_scheduler(), self.shift_mu(shape)
+        sched.set_timesteps(steps, **({"mu": mu} if mu is not None else {}))
         sigmas = sched.sigmas.double()
-        spacing = f"flow(shift={self.scheduler.config.get('shift', 1.0)})"
-        return Schedule(sched.timesteps.double(), 1.0 - sigmas, sigmas, spacing)
+        label = f"flow(shift={sched.config.get('shift', 1.0)}" + (f", mu={mu:.4g})" if mu is not None else ")")
+        return Schedule(sched.timesteps.double(), 1.0 - sigmas, sigmas, label)
 
     def schedule_from_timesteps(self, timesteps, spacing: str = "custom") -> Schedule:
         ts = torch.as_tensor(timesteps, dtype=torch.float64)
