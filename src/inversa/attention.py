@@ -1,13 +1,20 @@
-"""Prompt-to-prompt style attention-map injection for UNet models (diffusers attention processors).
+"""Attention injection for editing, through diffusers' attention processor interface.
 
 Editing runs the source and the target branch in one batch laid out as blocks
 ``[source (B), target (B)]`` (twice under guidance: unconditional then conditional).
-While a step's timestep is at or above the cut-off, every cross-attention (and
-optionally self-attention) layer replaces the target rows' attention maps with the
-source rows' ones, so the target prompt's words are painted where the source's were.
-Tokens are aligned by a sequence alignment of the two prompts: shared and swapped
-words take the source word's map (prompt-to-prompt's *replace*), inserted words keep
-their own (its *refine*), so prompts of different lengths edit too.
+While a step's timestep is at or above the cut-off:
+
+- UNet models (prompt-to-prompt): every cross-attention (and optionally self-attention)
+  layer replaces the target rows' attention maps with the source rows' ones, so the target
+  prompt's words are painted where the source's were. Tokens are aligned by a sequence
+  alignment of the two prompts: shared and swapped words take the source word's map
+  (prompt-to-prompt's *replace*), inserted words keep their own (its *refine*), so prompts
+  of different lengths edit too.
+- MMDiT flow transformers (SD3, FLUX; RF-Solver-Edit style): joint attention has no
+  cross-attention maps, so the source rows' image keys and values are shared into the
+  target rows of every attention layer (the self-attention cut-off); the target's text
+  tokens keep their own, so the prompt still steers the edit. The model's own processors
+  run unchanged; hooks on their ``to_k``/``to_v`` projections do the sharing.
 """
 from __future__ import annotations
 
@@ -29,7 +36,8 @@ class Injector:
     self_from: float | None = None
     t: float | None = None
     columns: torch.Tensor | None = None  # (groups, B, tokens): source token of each target token, -1 = own
-    injected: int = 0  # attention calls whose maps were replaced (for tests and reports)
+    injected: int = 0  # attention calls whose maps (or keys/values) were replaced (for tests and reports)
+    image_tokens: int | None = None  # MMDiT: image tokens, read from the last joint attention call
 
     def active(self, is_cross: bool) -> bool:
         cut = self.cross_from if is_cross else self.self_from
@@ -55,6 +63,16 @@ class Injector:
         view[:, 1] = source
         self.injected += 1
         return view.reshape(probs.shape)
+
+    def share(self, features: torch.Tensor, tokens: int) -> torch.Tensor:
+        """``features`` (M, L, D), batch major: the source rows' last ``tokens`` tokens onto the target rows."""
+        m = features.shape[0]
+        if m % (2 * self.block):
+            return features
+        view = features.reshape(m // (2 * self.block), 2, self.block, *features.shape[1:]).clone()
+        view[:, 1, :, -tokens:] = view[:, 0, :, -tokens:]
+        self.injected += 1
+        return view.reshape(features.shape)
 
 
 def align_tokens(source: list[int], target: list[int]) -> torch.Tensor:
@@ -121,18 +139,51 @@ class InjectingProcessor:
         return out / attn.rescale_output_factor
 
 
-def supports_injection(model) -> bool:
-    """Only UNet pipelines have the attention layers this injection understands."""
+class SharingProcessor:
+    """Wraps a transformer's own attention processor: shares the source's image keys and values while active.
+
+    Joint attention (SD3, FLUX double blocks) projects the image tokens with ``to_k``/``to_v``
+    and the text tokens separately; FLUX's single blocks project ``[text, image]`` together,
+    so only the last ``image_tokens`` positions (known from the joint blocks before) are shared.
+    """
+
+    def __init__(self, inner, injector: Injector):
+        self.inner, self.injector = inner, injector
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, *args, **kwargs):
+        injector = self.injector
+        if not injector.active(is_cross=False):
+            return self.inner(attn, hidden_states, encoder_hidden_states, *args, **kwargs)
+        if encoder_hidden_states is not None:
+            injector.image_tokens = hidden_states.shape[1]
+        tokens = injector.image_tokens or hidden_states.shape[1]
+        hooks = [proj.register_forward_hook(lambda module, inputs, out: injector.share(out, tokens))
+                 for proj in (attn.to_k, attn.to_v)]
+        try:
+            return self.inner(attn, hidden_states, encoder_hidden_states, *args, **kwargs)
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+
+def injection_kind(model) -> str | None:
+    """``"maps"`` for UNet attention, ``"kv"`` for MMDiT joint attention (text projections), None without either."""
     net = getattr(model, "net", None)
-    return net is not None and hasattr(net, "set_attn_processor") and getattr(model, "family", "") != "sd3"
+    if net is None or not hasattr(net, "set_attn_processor"):
+        return None
+    joint = any(getattr(module, "add_k_proj", None) is not None for module in net.modules())
+    return "kv" if joint else "maps"
 
 
 @contextmanager
 def injecting(model, injector: Injector):
-    """Install injecting processors on the model's UNet for the duration of the block, then restore."""
+    """Install injecting processors on the model's network for the duration of the block, then restore."""
     net = model.net
     saved = net.attn_processors
-    net.set_attn_processor(InjectingProcessor(injector))
+    if injection_kind(model) == "kv":
+        net.set_attn_processor({name: SharingProcessor(p, injector) for name, p in saved.items()})
+    else:
+        net.set_attn_processor(InjectingProcessor(injector))
     try:
         yield
     finally:

@@ -6,7 +6,10 @@ one, at guidance ``w``. The source branch (source prompt, the inversion's own
 unconditional prompt or side state) runs in the same batch; for ``direct`` it gets
 the recorded offsets and so reproduces the image, and on UNet models its attention
 maps are injected into the target branch for the first ``cross_replace`` of the
-steps (prompt-to-prompt). EDICT and BDIA keep their own coupled samplers.
+steps (prompt-to-prompt); on MMDiT flow transformers its image keys and values are
+shared into the target branch for the first ``self_replace`` (RF-Solver-Edit). Methods
+with their own samplers (EDICT, BDIA, the flow solvers) sample both branches with them.
+``flowedit`` inverts nothing: it edits the latent directly (:mod:`inversa.flowedit`).
 """
 from __future__ import annotations
 
@@ -19,8 +22,9 @@ import torch
 from torch import Tensor
 
 from .api import _as_images, _as_model, invert, sample, schedule_of
-from .attention import Injector, Timed, injecting, supports_injection, token_columns
+from .attention import Injector, Timed, injecting, injection_kind, token_columns
 from .errors import InversaError
+from .flowedit import OPTIONS as FLOWEDIT_OPTIONS, flowedit
 from .result import Inversion
 from .samplers import slerp
 
@@ -34,11 +38,11 @@ SLERP_STATE = ("coupled",)  # latents like x_T: spherical interpolation keeps th
 
 @dataclass
 class Edit:
-    """The edited images, the source branch regenerated beside them, and the inversion used."""
+    """The edited images, the source branch regenerated beside them, and the inversion used (none for flowedit)."""
 
     images: Tensor
     source: Tensor
-    inversion: Inversion
+    inversion: Inversion | None
 
 
 def combine_state(inv: Inversion, pieces: list[tuple[int, float, float]], method: str) -> dict[str, Tensor]:
@@ -84,8 +88,8 @@ def sample_branches(model, inv: Inversion, target_prompt, *, guidance: float = 7
     state = combine_state(inv, [(i, i, 0.0) for i in range(n)] * 2, inv.method)
     if "offsets" in state:  # Direct inversion: only the source branch is pinned to the pivot
         state["offsets"][:, n:] = 0
-    joint = dataclasses.replace(inv, x_T=torch.cat([inv.x_T, inv.x_T]), prompts=list(inv.prompts) * 2,
-                                negative=source_neg * 2, state=state)
+    joint = dataclasses.replace(inv, x_T=torch.cat([inv.x_T, inv.x_T]), z0=torch.cat([inv.z0, inv.z0]),
+                                prompts=list(inv.prompts) * 2, negative=source_neg * 2, state=state)
     schedule = schedule_of(model, inv)
 
     def cut(frac):
@@ -93,8 +97,10 @@ def sample_branches(model, inv: Inversion, target_prompt, *, guidance: float = 7
         return float(schedule.timesteps[k - 1]) if k > 0 else None
 
     injector = Injector(n, cut(cross_replace), cut(self_replace))
-    inject = supports_injection(model) and (injector.cross_from is not None or injector.self_from is not None)
-    if inject:  # groups in batch order: unconditional (negatives), then conditional
+    kind = injection_kind(model)
+    inject = injector.self_from is not None if kind == "kv" else \
+        kind is not None and (injector.cross_from is not None or injector.self_from is not None)
+    if inject and kind == "maps":  # groups in batch order: unconditional (negatives), then conditional
         injector.columns = token_columns(model, [source_neg, list(inv.prompts)], [target_neg, targets])
     with torch.no_grad(), injecting(model, injector) if inject else contextlib.nullcontext():
         z = sample(Timed(model, injector) if inject else model, joint, schedule, condition)
@@ -111,13 +117,26 @@ def edit(model, image, source_prompt, target_prompt, method: str = "ddim", *, st
     ``inversion_guidance`` defaults to ``guidance`` for null_text and direct (they invert
     under guidance) and to 1 otherwise. ``negative`` is the target branch's negative
     prompt (default: the source prompt). ``cross_replace`` is the fraction of the steps,
-    from the noisy end, with cross-attention maps injected (0 disables; UNet models).
+    from the noisy end, with cross-attention maps injected (0 disables; UNet models); ``self_replace``
+    likewise for self-attention maps, or on MMDiT flow transformers for the source's keys and values.
+    ``method="flowedit"`` edits without inverting (options ``strength``, ``n_avg``, ``seed``;
+    ``inversion_guidance`` is its source guidance, default 1).
     ``full=True`` returns an :class:`Edit` with the source branch and the inversion.
     """
     model = _as_model(model)
     if inversion_guidance is None:
         inversion_guidance = guidance if method in GUIDED_INVERSION else 1.0
     images = _as_images(image, size)
+    if method == "flowedit":
+        unknown = set(config) - set(FLOWEDIT_OPTIONS)
+        if unknown:
+            raise InversaError(f"flowedit has no option {', '.join(sorted(unknown))}; options: {', '.join(FLOWEDIT_OPTIONS)}")
+        n, z0 = images.shape[0], model.encode(images)
+        z = flowedit(model, z0, _per_sample(source_prompt, n, "source prompts"), _per_sample(target_prompt, n, "target prompts"),
+                     steps=steps, guidance=guidance, source_guidance=inversion_guidance, spacing=spacing,
+                     negative=None if negative is None else _per_sample(negative, n, "negative prompts"), **config)
+        source, target = model.decode(z0), model.decode(z)
+        return Edit(target, source, None) if full else target
     inv = invert(model, images, source_prompt, method=method, steps=steps, guidance=inversion_guidance,
                  spacing=spacing, **config)
     source, target = sample_branches(model, inv, target_prompt, guidance=guidance, negative=negative,
@@ -140,8 +159,12 @@ def run(args) -> int:
                   guidance=args.guidance, inversion_guidance=args.inversion_guidance, negative=args.negative,
                   cross_replace=args.cross_replace, self_replace=args.self_replace, spacing=args.spacing, full=True,
                   **parse_options(args.opt))
-    if (args.cross_replace or args.self_replace) and not supports_injection(model):
-        print("note: attention injection needs a UNet model; edited without it", file=sys.stderr)
+    kind = None if args.method == "flowedit" else injection_kind(model)
+    if kind is None and (args.cross_replace or args.self_replace) and args.method != "flowedit":
+        print("note: attention injection needs a UNet or MMDiT model; edited without it", file=sys.stderr)
+    elif kind == "kv" and args.cross_replace and not args.self_replace:
+        print("note: MMDiT transformers have no cross-attention maps; --self-replace F shares the source's "
+              "keys and values for the first F of the steps", file=sys.stderr)
     save_image(result.images[0], args.output)
     root, ext = os.path.splitext(args.output)
     save_image(result.source[0], f"{root}_source{ext or '.png'}")
@@ -159,14 +182,15 @@ def add_command(sub) -> None:
     p.add_argument("--source-prompt", "-s", required=True, help="prompt describing the image")
     p.add_argument("--target-prompt", "-t", required=True, help="prompt describing the edit")
     add_model_args(p)
-    p.add_argument("--method", default="ddim", help="inversion method (see `inversa methods`)")
+    p.add_argument("--method", default="ddim", help="inversion method (see `inversa methods`) or flowedit (no inversion)")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--guidance", type=float, default=7.5, help="sampling guidance w")
     p.add_argument("--inversion-guidance", type=float, default=None,
                    help="guidance while inverting (default: w for null_text/direct, else 1)")
     p.add_argument("--negative", default=None, help="target branch negative prompt (default: the source prompt)")
     p.add_argument("--cross-replace", type=float, default=0.4, help="fraction of steps with cross-attention injection")
-    p.add_argument("--self-replace", type=float, default=0.0, help="fraction of steps with self-attention injection")
+    p.add_argument("--self-replace", type=float, default=0.0,
+                   help="fraction of steps with self-attention injection (MMDiT: source keys/values shared)")
     p.add_argument("--spacing", default=None)
     p.add_argument("--size", type=int, default=None)
     p.add_argument("--opt", action="append", metavar="NAME=VALUE", help="method option, repeatable")

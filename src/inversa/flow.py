@@ -28,20 +28,24 @@ def require_flow(model: Model, method: str) -> None:
 
 @dataclass(frozen=True)
 class Velocity:
-    """``v(x, s)``: the guided network of ``model`` at level ``s`` (network time ``s * scale``)."""
+    """``v(x, s)``: the guided network of ``model`` at level ``s`` (network time ``s * scale``).
+
+    ``guidance`` overrides the condition's scale (a float, or one per sample as in FlowEdit).
+    """
 
     model: Model
     condition: Condition
     scale: float
+    guidance: float | Tensor | None = None
 
     def __call__(self, x: Tensor, s: float) -> Tensor:
-        return self.model.predict(x, s * self.scale, self.condition)
+        return self.model.predict(x, s * self.scale, self.condition, self.guidance)
 
 
-def velocity(model: Model, condition: Condition, method: str) -> Velocity:
+def velocity(model: Model, condition: Condition, method: str, guidance: float | Tensor | None = None) -> Velocity:
     """The velocity field of a flow model; the time scale comes from the model's own schedule."""
     require_flow(model, method)
-    return Velocity(model, condition, 1.0 / float(model.schedule_from_timesteps([1.0]).sigmas[0]))
+    return Velocity(model, condition, 1.0 / float(model.schedule_from_timesteps([1.0]).sigmas[0]), guidance)
 
 
 def euler_step(v: Velocity, x: Tensor, s: float, s_next: float) -> Tensor:
