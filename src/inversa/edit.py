@@ -92,9 +92,10 @@ def sample_branches(model, inv: Inversion, target_prompt, *, guidance: float = 7
                                 prompts=list(inv.prompts) * 2, negative=source_neg * 2, state=state)
     schedule = schedule_of(model, inv)
 
-    def cut(frac):
+    def cut(frac):  # halfway past the last injected step: midpoint evaluations (flow solvers) count too
         k = int(round(frac * len(schedule)))
-        return float(schedule.timesteps[k - 1]) if k > 0 else None
+        times = schedule.timesteps.tolist() + [0.0]
+        return (times[k - 1] + times[k]) / 2 if k > 0 else None
 
     injector = Injector(n, cut(cross_replace), cut(self_replace))
     kind = injection_kind(model)

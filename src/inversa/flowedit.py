@@ -20,6 +20,7 @@ from torch import Tensor
 
 from . import flow
 from .errors import InversaError
+from .model import Condition
 
 OPTIONS = ("strength", "n_avg", "seed")
 
@@ -38,7 +39,8 @@ def flowedit(model, z0: Tensor, source: list[str], target: list[str], *, steps: 
     n = z0.shape[0]
     w = torch.tensor([source_guidance] * n + [guidance] * n, dtype=torch.float64)
     guided = bool((w != 1.0).any())
-    condition = model.condition(source + target, 2.0 if guided else 1.0, [""] * n + (negative or [""] * n))
+    condition = Condition(model.encode_prompt(source + target),
+                          model.encode_prompt([""] * n + (negative or [""] * n)) if guided else None)
     v = flow.velocity(model, condition, "flowedit", w if guided else None)
     schedule = model.schedule(steps, spacing, strength)
     gen = torch.Generator().manual_seed(seed)
