@@ -99,8 +99,8 @@ def sample_branches(model, inv: Inversion, target_prompt, *, guidance: float = 7
 
     injector = Injector(n, cut(cross_replace), cut(self_replace))
     kind = injection_kind(model)
-    inject = injector.self_from is not None if kind == "kv" else \
-        kind is not None and (injector.cross_from is not None or injector.self_from is not None)
+    inject = {"kv": injector.self_from is not None,
+              "maps": injector.cross_from is not None or injector.self_from is not None}.get(kind, False)
     if inject and kind == "maps":  # groups in batch order: unconditional (negatives), then conditional
         injector.columns = token_columns(model, [source_neg, list(inv.prompts)], [target_neg, targets])
     with torch.no_grad(), injecting(model, injector) if inject else contextlib.nullcontext():
@@ -160,8 +160,8 @@ def run(args) -> int:
                   guidance=args.guidance, inversion_guidance=args.inversion_guidance, negative=args.negative,
                   cross_replace=args.cross_replace, self_replace=args.self_replace, spacing=args.spacing, full=True,
                   **parse_options(args.opt))
-    kind = None if args.method == "flowedit" else injection_kind(model)
-    if kind is None and (args.cross_replace or args.self_replace) and args.method != "flowedit":
+    kind = "flowedit" if args.method == "flowedit" else injection_kind(model)
+    if kind is None and (args.cross_replace or args.self_replace):
         print("note: attention injection needs a UNet or MMDiT model; edited without it", file=sys.stderr)
     elif kind == "kv" and args.cross_replace and not args.self_replace:
         print("note: MMDiT transformers have no cross-attention maps; --self-replace F shares the source's "

@@ -122,9 +122,13 @@ class GaussianModel(Model):
         probability-flow ODE of a diagonal Gaussian is the monotone affine map to N(0, I).
         """
         n, w = z0.shape[0], condition.guidance
-        mu = lambda embeds: self.mean + embeds.expand(n).hidden.reshape(n, *self.shape).to(self.dtype)  # noqa: E731
-        mu_w = mu(condition.cond) if condition.uncond is None or w == 1.0 else \
-            mu(condition.uncond) + w * (mu(condition.cond) - mu(condition.uncond))
+
+        def mean(embeds):
+            return self.mean + embeds.expand(n).hidden.reshape(n, *self.shape).to(self.dtype)
+
+        mu_w = mean(condition.cond)
+        if condition.uncond is not None and w != 1.0:
+            mu_w = mean(condition.uncond) + w * (mu_w - mean(condition.uncond))
         return (z0.to(self.dtype) - mu_w) / self.var.sqrt()
 
 

@@ -27,6 +27,8 @@ from . import Trace, register
 def controlled_step(v, x, s, s_next, target, strength):
     """An Euler step of ``v + strength (u - v)``, ``u`` the straight path from ``x`` to ``target`` at level 1 or 0."""
     h, v_x = s_next - s, v(x, s)
+    if strength == 0.0:
+        return x + h * v_x
     u = (target - x) / (1 - s) if s_next > s else (x - target) / s
     return x + h * (v_x + strength * (u - v_x))
 
@@ -37,6 +39,9 @@ def sample(model, inv, schedule, condition):
     v, n = flow.velocity(model, condition, "rf_inversion"), len(schedule)
     eta, start, stop = (float(inv.config.get(k, d)) for k, d in (("eta", 0.0), ("start", 0.0), ("stop", 1.0)))
     y0 = inv.z0.to(inv.x_T)
+    if eta and y0.shape != inv.x_T.shape:
+        raise InversaError("rf_inversion's controlled sampler (eta > 0) needs the image latent of every sample "
+                           "(interpolated frames have none); sample them with eta=0")
 
     def step(i, x, s, s_next, carry):
         return controlled_step(v, x, s, s_next, y0, eta if start <= i / n < stop else 0.0), None
