@@ -38,6 +38,7 @@ class Injector:
     columns: torch.Tensor | None = None  # (groups, B, tokens): source token of each target token, -1 = own
     injected: int = 0  # attention calls whose maps (or keys/values) were replaced (for tests and reports)
     image_tokens: int | None = None  # MMDiT: image tokens, read from the last joint attention call
+    blend: LocalBlend | None = None
 
     def active(self, is_cross: bool) -> bool:
         cut = self.cross_from if is_cross else self.self_from
@@ -73,6 +74,76 @@ class Injector:
         view[:, 1, :, -tokens:] = view[:, 0, :, -tokens:]
         self.injected += 1
         return view.reshape(features.shape)
+
+
+@dataclass
+class LocalBlend:
+    """Prompt-to-prompt's local blend: the target branch is edited only inside a mask, the source elsewhere.
+
+    The mask is the user's (``user``, (B, 1, h, w) at latent size, 1 = edit) or, without one,
+    where the blended words attend: the conditional cross-attention maps of the source
+    rows' and the target rows' ``tokens``, summed over layers and steps so far, each
+    rescaled to [0, 1] (minimum to maximum), their union above ``threshold``, grown by one latent pixel.
+    Applied to every network input of the target rows and to the final latent.
+    """
+
+    block: int
+    size: tuple[int, int]
+    tokens: torch.Tensor | None = None  # (2B, L) bool: the blended words' tokens of each source and target row
+    user: torch.Tensor | None = None
+    threshold: float = 0.3
+    maps: torch.Tensor | None = None  # (2B, h, w) attention of the blended words, accumulated
+
+    def record(self, probs: torch.Tensor, heads: int) -> None:
+        """Add one cross-attention call's maps ``(M * heads, Lq, Lk)`` (the conditional group is last)."""
+        if self.tokens is None or self.user is not None or probs.shape[-1] != self.tokens.shape[-1]:
+            return
+        rows = 2 * self.block
+        if (probs.shape[0] // heads) % rows:
+            return
+        last = probs.reshape(-1, rows, heads, *probs.shape[1:])[-1].float()
+        words = (last * self.tokens.to(last)[:, None, None, :]).sum(-1).mean(1)  # (2B, Lq)
+        h, w = self.size
+        side = max(1, round((words.shape[-1] * h / w) ** 0.5))
+        grid = words.reshape(rows, 1, side, words.shape[-1] // side)
+        grid = torch.nn.functional.interpolate(grid, size=self.size, mode="bilinear", align_corners=False)[:, 0]
+        self.maps = grid if self.maps is None else self.maps + grid
+
+    def mask(self) -> torch.Tensor | None:
+        """(B, 1, h, w) float, 1 = edited; None before any map was recorded."""
+        if self.user is not None:
+            return self.user
+        if self.maps is None:
+            return None
+        low, high = self.maps.flatten(1).aminmax(dim=1)  # words attend a little everywhere: rescale to [0, 1]
+        norm = (self.maps - low[:, None, None]) / (high - low).clamp_min(1e-12)[:, None, None]
+        union = torch.maximum(norm[:self.block], norm[self.block:])[:, None]
+        return torch.nn.functional.max_pool2d((union > self.threshold).float(), 3, 1, 1)
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` with groups of ``[source (B), target (B)]`` rows: target = source outside the mask."""
+        m = self.mask()
+        if m is None or x.shape[0] % (2 * self.block):
+            return x
+        view = x.reshape(-1, 2, self.block, *x.shape[1:]).clone()
+        src, tgt = view[:, 0], view[:, 1]
+        view[:, 1] = src + m.to(x) * (tgt - src)
+        return view.reshape(x.shape)
+
+
+def word_tokens(model, prompts: list[str], words: list[str]) -> torch.Tensor | None:
+    """(B, L) bool: the tokens of each prompt that spell its word (the word's token run, wherever it occurs)."""
+    tok = getattr(getattr(model, "pipe", None), "tokenizer", None)
+    if tok is None:
+        return None
+    ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True).input_ids
+    out = torch.zeros(len(prompts), len(ids[0]), dtype=torch.bool)
+    for row, (seq, word) in enumerate(zip(ids, words)):
+        run = tok(word, add_special_tokens=False).input_ids
+        for j in range(len(seq) - len(run) + 1):
+            if run and seq[j:j + len(run)] == run:
+                out[row, j:j + len(run)] = True
+    return out
 
 
 def align_tokens(source: list[int], target: list[int]) -> torch.Tensor:
@@ -128,6 +199,8 @@ class InjectingProcessor:
         key = attn.head_to_batch_dim(attn.to_k(context))
         value = attn.head_to_batch_dim(attn.to_v(context))
         probs = attn.get_attention_scores(query, key, attention_mask)
+        if is_cross and self.injector.blend is not None:
+            self.injector.blend.record(probs, attn.heads)
         if self.injector.active(is_cross):
             probs = self.injector.replace(probs, attn.heads, is_cross)
         out = attn.batch_to_head_dim(torch.bmm(probs, value))
@@ -210,5 +283,8 @@ class Timed:
         setattr(self.__dict__["_model"], name, value)
 
     def forward(self, x, t, embeds):
-        self.__dict__["_injector"].t = float(t)
+        injector = self.__dict__["_injector"]
+        injector.t = float(t)
+        if injector.blend is not None:
+            x = injector.blend.apply(x)
         return self.__dict__["_model"].forward(x, t, embeds)
