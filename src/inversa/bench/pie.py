@@ -28,7 +28,7 @@ EDIT_TYPES = {"0": "random", "1": "change object", "2": "add object", "3": "dele
 SHAPES_TYPES = {"colour": "6", "shape": "1", "position": "5", "background": "8"}  # shapes edit -> PIE type
 
 
-def decode_rle(pairs, shape: tuple[int, int] = (SIDE, SIDE)) -> np.ndarray:
+def decode_rle(pairs, shape: tuple[int, int] = (SIDE, SIDE), borders: bool = True) -> np.ndarray:
     """PIE's mask: ``[start, length, ...]`` over the row-major array, borders forced to 1; bool (H, W)."""
     if len(pairs) % 2:
         raise InversaError(f"RLE mask has an odd number of values ({len(pairs)}); expected start, length pairs")
@@ -36,7 +36,8 @@ def decode_rle(pairs, shape: tuple[int, int] = (SIDE, SIDE)) -> np.ndarray:
     for start, length in zip(pairs[0::2], pairs[1::2]):
         flat[int(start):int(start) + int(length)] = True
     mask = flat.reshape(shape)
-    mask[0, :] = mask[-1, :] = mask[:, 0] = mask[:, -1] = True
+    if borders:
+        mask[0, :] = mask[-1, :] = mask[:, 0] = mask[:, -1] = True
     return mask
 
 
@@ -66,9 +67,10 @@ class PieItem:
     rle: list = field(repr=False)
     extra: dict = field(default_factory=dict, repr=False)
 
-    def mask(self, size: int) -> Tensor:
-        """The edited region at ``size`` x ``size`` (1, 1, S, S) float: area-averaged, >= 0.5."""
-        full = torch.from_numpy(decode_rle(self.rle)).float()[None, None]
+    def mask(self, size: int, key: str | None = None) -> Tensor:
+        """The edited region (or the RLE mask ``extra[key]``) at ``size`` x ``size``: (1, 1, S, S), area >= 0.5."""
+        rle = self.rle if key is None else self.extra[key]
+        full = torch.from_numpy(decode_rle(rle, borders=key is None)).float()[None, None]
         return (torch.nn.functional.interpolate(full, size=(size, size), mode="area") >= 0.5).float()
 
     def load(self, size: int) -> Tensor:
@@ -145,8 +147,8 @@ def write_shapes_pie(folder: str, n: int = 4, seed: int = 1, size: int = SIDE,
     """A PIE-Bench folder of ``n`` shapes images x one edit of each kind; returns the mapping file's path.
 
     Masks mark what the edit touches: the object before and after (colour, shape,
-    position), or all but the object (background). Keys ``x_target_mask`` (RLE) and
-    ``x_target_caption`` are the rendered truth, which PIE itself does not have.
+    position), or all but the object (background). Keys ``x_kind``, ``x_source_mask``,
+    ``x_target_mask`` (RLE) and ``x_target_caption`` are the truth, which PIE itself does not have.
     """
     from PIL import Image
 
@@ -170,8 +172,28 @@ def write_shapes_pie(folder: str, n: int = 4, seed: int = 1, size: int = SIDE,
                 "editing_prompt": _bracket(target.caption, changed),
                 "editing_instruction": f"change the {kind} to {target.caption}", "editing_type_id": SHAPES_TYPES[kind],
                 "blended_word": " ".join(words), "mask": encode_rle(edited),
-                "x_kind": kind, "x_target_caption": target.caption, "x_target_mask": encode_rle(new)}
+                "x_kind": kind, "x_target_caption": target.caption, "x_source_mask": encode_rle(old),
+                "x_target_mask": encode_rle(new)}
     path = os.path.join(folder, "mapping_file.json")
     with open(path, "w") as f:
         json.dump(mapping, f)
     return path
+
+
+def main(argv=None) -> int:
+    """``python -m inversa.bench.pie DIR --n 8``: write the PIE-format shapes set."""
+    import argparse
+
+    p = argparse.ArgumentParser(description="write a PIE-Bench-format set of shapes edits (colour, shape, position, "
+                                            "background) for inversa's embedded model")
+    p.add_argument("folder")
+    p.add_argument("--n", type=int, default=8, help="images (one edit of each kind each)")
+    p.add_argument("--seed", type=int, default=1, help="shapes seed (the embedded model trained on seed 0)")
+    p.add_argument("--size", type=int, default=64, help="image size (masks are always 512 x 512, as in PIE)")
+    args = p.parse_args(argv)
+    print(write_shapes_pie(args.folder, args.n, args.seed, args.size))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
