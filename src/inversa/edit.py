@@ -6,7 +6,10 @@ one, at guidance ``w``. The source branch (source prompt, the inversion's own
 unconditional prompt or side state) runs in the same batch; for ``direct`` it gets
 the recorded offsets and so reproduces the image, and on UNet models its attention
 maps are injected into the target branch for the first ``cross_replace`` of the
-steps (prompt-to-prompt). EDICT and BDIA keep their own coupled samplers.
+steps (prompt-to-prompt); on MMDiT flow transformers its image keys and values are
+shared into the target branch for the first ``self_replace`` (RF-Solver-Edit). Methods
+with their own samplers (EDICT, BDIA, the flow solvers) sample both branches with them.
+``flowedit`` inverts nothing: it edits the latent directly (:mod:`inversa.flowedit`).
 """
 from __future__ import annotations
 
@@ -19,8 +22,9 @@ import torch
 from torch import Tensor
 
 from .api import _as_images, _as_model, invert, sample, schedule_of
-from .attention import Injector, Timed, injecting, supports_injection, token_columns
+from .attention import Injector, LocalBlend, Timed, injecting, injection_kind, token_columns, word_tokens
 from .errors import InversaError
+from .flowedit import OPTIONS as FLOWEDIT_OPTIONS, flowedit
 from .result import Inversion
 from .samplers import slerp
 
@@ -34,11 +38,11 @@ SLERP_STATE = ("coupled",)  # latents like x_T: spherical interpolation keeps th
 
 @dataclass
 class Edit:
-    """The edited images, the source branch regenerated beside them, and the inversion used."""
+    """The edited images, the source branch regenerated beside them, and the inversion used (none for flowedit)."""
 
     images: Tensor
     source: Tensor
-    inversion: Inversion
+    inversion: Inversion | None
 
 
 def combine_state(inv: Inversion, pieces: list[tuple[int, float, float]], method: str) -> dict[str, Tensor]:
@@ -69,9 +73,39 @@ def _per_sample(value, n: int, what: str) -> list[str]:
     return values
 
 
+def local_blend(model, inv: Inversion, targets: list[str], blend, mask, threshold: float) -> LocalBlend | None:
+    """The :class:`LocalBlend` of an edit: from an image mask (1 = edit) or the blended words ``"SRC TGT"``."""
+    if blend is None and mask is None:
+        return None
+    n, size = len(inv), tuple(inv.x_T.shape[-2:])
+    if mask is not None:
+        mask = torch.as_tensor(mask, dtype=torch.float32)
+        mask = mask.reshape(-1, 1, *mask.shape[-2:])
+        if mask.shape[0] not in (1, n):
+            raise InversaError(f"{mask.shape[0]} masks for {n} images")
+        user = (torch.nn.functional.adaptive_max_pool2d(mask, size) > 0).float().expand(n, -1, -1, -1)
+        return LocalBlend(n, size, user=user.to(inv.x_T.device), threshold=threshold)
+    words = blend.split() if isinstance(blend, str) else list(blend)
+    if len(words) != 2:
+        raise InversaError(f"blend words must be 'SOURCE_WORD TARGET_WORD', got {blend!r}")
+    if injection_kind(model) != "maps":
+        raise InversaError("a local blend from words needs a UNet's cross-attention maps; give a mask instead")
+    prompts = list(inv.prompts) + targets
+    tokens = word_tokens(model, prompts, [words[0]] * n + [words[1]] * n)
+    for row, prompt in enumerate(prompts):
+        if tokens is None or not tokens[row].any():
+            raise InversaError(f"blend word {words[row >= n]!r} is not in the prompt {prompt!r}")
+    return LocalBlend(n, size, tokens=tokens, threshold=threshold)
+
+
 def sample_branches(model, inv: Inversion, target_prompt, *, guidance: float = 7.5, negative=None,
-                    cross_replace: float = 0.4, self_replace: float = 0.0, decode: bool = True):
-    """Sample the source and target branches of an edit from ``inv``; returns ``(source, target)``."""
+                    cross_replace: float = 0.4, self_replace: float = 0.0, blend=None, mask=None,
+                    blend_threshold: float = 0.3, decode: bool = True):
+    """Sample the source and target branches of an edit from ``inv``; returns ``(source, target)``.
+
+    With ``blend`` words or a ``mask`` the target keeps the source's latent outside the edited
+    region (:class:`~inversa.attention.LocalBlend`), at every network call and at the end.
+    """
     for name, frac in (("cross_replace", cross_replace), ("self_replace", self_replace)):
         if not 0.0 <= frac <= 1.0:
             raise InversaError(f"{name} must be in [0, 1], got {frac}")
@@ -84,44 +118,76 @@ def sample_branches(model, inv: Inversion, target_prompt, *, guidance: float = 7
     state = combine_state(inv, [(i, i, 0.0) for i in range(n)] * 2, inv.method)
     if "offsets" in state:  # Direct inversion: only the source branch is pinned to the pivot
         state["offsets"][:, n:] = 0
-    joint = dataclasses.replace(inv, x_T=torch.cat([inv.x_T, inv.x_T]), prompts=list(inv.prompts) * 2,
-                                negative=source_neg * 2, state=state)
+    joint = dataclasses.replace(inv, x_T=torch.cat([inv.x_T, inv.x_T]), z0=torch.cat([inv.z0, inv.z0]),
+                                prompts=list(inv.prompts) * 2, negative=source_neg * 2, state=state)
     schedule = schedule_of(model, inv)
 
-    def cut(frac):
+    def cut(frac):  # halfway past the last injected step: midpoint evaluations (flow solvers) count too
         k = int(round(frac * len(schedule)))
-        return float(schedule.timesteps[k - 1]) if k > 0 else None
+        times = schedule.timesteps.tolist() + [0.0]
+        return (times[k - 1] + times[k]) / 2 if k > 0 else None
 
     injector = Injector(n, cut(cross_replace), cut(self_replace))
-    inject = supports_injection(model) and (injector.cross_from is not None or injector.self_from is not None)
-    if inject:  # groups in batch order: unconditional (negatives), then conditional
+    injector.blend = local_blend(model, inv, targets, blend, mask, blend_threshold)
+    kind = injection_kind(model)
+    inject = {"kv": injector.self_from is not None,
+              "maps": injector.cross_from is not None or injector.self_from is not None}.get(kind, False)
+    inject = inject or (injector.blend is not None and injector.blend.tokens is not None)
+    if inject and kind == "maps":  # groups in batch order: unconditional (negatives), then conditional
         injector.columns = token_columns(model, [source_neg, list(inv.prompts)], [target_neg, targets])
+    timed = inject or injector.blend is not None
     with torch.no_grad(), injecting(model, injector) if inject else contextlib.nullcontext():
-        z = sample(Timed(model, injector) if inject else model, joint, schedule, condition)
+        z = sample(Timed(model, injector) if timed else model, joint, schedule, condition)
+        if injector.blend is not None:
+            z = injector.blend.apply(z)
     source, target = z[:n], z[n:]
-    return (model.decode(source), model.decode(target)) if decode else (source, target)
+    if not decode:
+        return source, target
+    source, target = model.decode(source), model.decode(target)
+    if injector.blend is not None:  # the decoder's group norms spread the edit's latents over the image: paste back
+        m = torch.nn.functional.interpolate(injector.blend.mask(), size=target.shape[-2:], mode="nearest")
+        target = source + m.to(target) * (target - source)
+    return source, target
 
 
 def edit(model, image, source_prompt, target_prompt, method: str = "ddim", *, steps: int = 10,
          guidance: float = 7.5, inversion_guidance: float | None = None, negative=None, cross_replace: float = 0.4,
-         self_replace: float = 0.0, spacing: str | None = None, size: int | None = None, full: bool = False,
-         **config):
+         self_replace: float = 0.0, blend=None, mask=None, blend_threshold: float = 0.3,
+         spacing: str | None = None, size: int | None = None, full: bool = False, **config):
     """Edit ``image`` from ``source_prompt`` to ``target_prompt``; returns the edited images (B, 3, H, W).
 
     ``inversion_guidance`` defaults to ``guidance`` for null_text and direct (they invert
     under guidance) and to 1 otherwise. ``negative`` is the target branch's negative
     prompt (default: the source prompt). ``cross_replace`` is the fraction of the steps,
-    from the noisy end, with cross-attention maps injected (0 disables; UNet models).
+    from the noisy end, with cross-attention maps injected (0 disables; UNet models); ``self_replace``
+    likewise for self-attention maps, or on MMDiT flow transformers for the source's keys and values.
+    ``blend="SRC TGT"`` (UNet models) edits only where those words attend, ``mask`` (H, W) or
+    (B, 1, H, W), 1 = edit, only inside it: the source latent is kept elsewhere.
+    ``method="flowedit"`` edits without inverting (options ``strength``, ``n_avg``, ``seed``;
+    ``inversion_guidance`` is its source guidance, default 1).
     ``full=True`` returns an :class:`Edit` with the source branch and the inversion.
     """
     model = _as_model(model)
     if inversion_guidance is None:
         inversion_guidance = guidance if method in GUIDED_INVERSION else 1.0
     images = _as_images(image, size)
+    if method == "flowedit":
+        if blend is not None or mask is not None:
+            raise InversaError("flowedit has no source branch to blend with; a blend or mask needs an inversion method")
+        unknown = set(config) - set(FLOWEDIT_OPTIONS)
+        if unknown:
+            raise InversaError(f"flowedit has no option {', '.join(sorted(unknown))}; options: {', '.join(FLOWEDIT_OPTIONS)}")
+        n, z0 = images.shape[0], model.encode(images)
+        z = flowedit(model, z0, _per_sample(source_prompt, n, "source prompts"), _per_sample(target_prompt, n, "target prompts"),
+                     steps=steps, guidance=guidance, source_guidance=inversion_guidance, spacing=spacing,
+                     negative=None if negative is None else _per_sample(negative, n, "negative prompts"), **config)
+        source, target = model.decode(z0), model.decode(z)
+        return Edit(target, source, None) if full else target
     inv = invert(model, images, source_prompt, method=method, steps=steps, guidance=inversion_guidance,
                  spacing=spacing, **config)
     source, target = sample_branches(model, inv, target_prompt, guidance=guidance, negative=negative,
-                                     cross_replace=cross_replace, self_replace=self_replace)
+                                     cross_replace=cross_replace, self_replace=self_replace, blend=blend,
+                                     mask=mask, blend_threshold=blend_threshold)
     return Edit(target, source, inv) if full else target
 
 
@@ -140,8 +206,12 @@ def run(args) -> int:
                   guidance=args.guidance, inversion_guidance=args.inversion_guidance, negative=args.negative,
                   cross_replace=args.cross_replace, self_replace=args.self_replace, spacing=args.spacing, full=True,
                   **parse_options(args.opt))
-    if (args.cross_replace or args.self_replace) and not supports_injection(model):
-        print("note: attention injection needs a UNet model; edited without it", file=sys.stderr)
+    kind = "flowedit" if args.method == "flowedit" else injection_kind(model)
+    if kind is None and (args.cross_replace or args.self_replace):
+        print("note: attention injection needs a UNet or MMDiT model; edited without it", file=sys.stderr)
+    elif kind == "kv" and args.cross_replace and not args.self_replace:
+        print("note: MMDiT transformers have no cross-attention maps; --self-replace F shares the source's "
+              "keys and values for the first F of the steps", file=sys.stderr)
     save_image(result.images[0], args.output)
     root, ext = os.path.splitext(args.output)
     save_image(result.source[0], f"{root}_source{ext or '.png'}")
@@ -159,14 +229,15 @@ def add_command(sub) -> None:
     p.add_argument("--source-prompt", "-s", required=True, help="prompt describing the image")
     p.add_argument("--target-prompt", "-t", required=True, help="prompt describing the edit")
     add_model_args(p)
-    p.add_argument("--method", default="ddim", help="inversion method (see `inversa methods`)")
+    p.add_argument("--method", default="ddim", help="inversion method (see `inversa methods`) or flowedit (no inversion)")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--guidance", type=float, default=7.5, help="sampling guidance w")
     p.add_argument("--inversion-guidance", type=float, default=None,
                    help="guidance while inverting (default: w for null_text/direct, else 1)")
     p.add_argument("--negative", default=None, help="target branch negative prompt (default: the source prompt)")
     p.add_argument("--cross-replace", type=float, default=0.4, help="fraction of steps with cross-attention injection")
-    p.add_argument("--self-replace", type=float, default=0.0, help="fraction of steps with self-attention injection")
+    p.add_argument("--self-replace", type=float, default=0.0,
+                   help="fraction of steps with self-attention injection (MMDiT: source keys/values shared)")
     p.add_argument("--spacing", default=None)
     p.add_argument("--size", type=int, default=None)
     p.add_argument("--opt", action="append", metavar="NAME=VALUE", help="method option, repeatable")

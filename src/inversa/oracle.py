@@ -110,3 +110,29 @@ class GaussianModel(Model):
                                       None if guidance is None else guidance[i])
             states.insert(0, (states[0] - B * q) / (A + B * p))
         return states
+
+    def flow_noise(self, z0: Tensor, condition: Condition) -> Tensor:
+        """The continuous flow ODE's noise for ``z0`` (flow models): ``(z0 - mu_w) / sqrt(v)``.
+
+        The (guided) velocity is that of Gaussian data with the guided mean ``mu_w``, and the
+        probability-flow ODE of a diagonal Gaussian is the monotone affine map to N(0, I).
+        """
+        n, w = z0.shape[0], condition.guidance
+
+        def mean(embeds):
+            return self.mean + embeds.expand(n).hidden.reshape(n, *self.shape).to(self.dtype)
+
+        mu_w = mean(condition.cond)
+        if condition.uncond is not None and w != 1.0:
+            mu_w = mean(condition.uncond) + w * (mu_w - mean(condition.uncond))
+        return (z0.to(self.dtype) - mu_w) / self.var.sqrt()
+
+
+def affine_preimage(f, y: Tensor) -> Tensor:
+    """``x`` with ``f(x) = y`` for an elementwise affine ``f``: any sampler run on the Gaussian model.
+
+    ``f(x) = a x + b`` with ``b = f(0)`` and ``a = f(1) - f(0)``, so a method's own sampler
+    gives the exact noise it should have found, whatever its step (midpoint, reused velocity...).
+    """
+    b = f(torch.zeros_like(y))
+    return (y - b) / (f(torch.ones_like(y)) - b)

@@ -11,7 +11,7 @@ def add_command(sub) -> None:
     p = sub.add_parser("bench", help="benchmark inversion methods over a dataset into a resumable SQLite store")
     add_model_args(p)
     p.add_argument("--methods", default="ddim,fixed_point", help="comma-separated methods (vae_roundtrip is always added)")
-    p.add_argument("--data", default="builtin:photos", help="image folder or builtin:photos | builtin:shapes")
+    p.add_argument("--data", default="builtin:photos", help="image folder, builtin:photos | builtin:shapes, or pie:DIR (PIE-Bench layout)")
     p.add_argument("--captions", default=None, help="captions file: txt (file<TAB>caption) or JSON (COCO captions ok)")
     p.add_argument("--prompts", choices=("empty", "captions"), default="empty",
                    help="empty prompt (reconstruction protocol) or each image's caption")
@@ -19,7 +19,7 @@ def add_command(sub) -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--sample-steps", type=int, default=None, help="reconstruction steps (default: as inverted)")
     p.add_argument("--spacing", default=None, help="leading | trailing | linspace")
-    p.add_argument("--guidance", type=float, default=1.0)
+    p.add_argument("--guidance", type=float, default=None, help="guidance w (default 1; 7.5 for --task edit)")
     p.add_argument("--size", type=int, default=None, help="square resolution (default: the model's size)")
     p.add_argument("--crop", choices=("center", "resize"), default="center",
                    help="center: centred square crop then resize; resize: squash without cropping")
@@ -27,6 +27,11 @@ def add_command(sub) -> None:
     p.add_argument("--lpips-weights", default=None,
                    help="local LPIPS-AlexNet weights (file or folder); env INVERSA_LPIPS_WEIGHTS also works")
     p.add_argument("--output", "-o", default="bench/results.sqlite", help="results store (SQLite)")
+    p.add_argument("--task", choices=("reconstruct", "edit"), default="reconstruct",
+                   help="edit: edit every item of --data pie:DIR (PIE-Bench layout) with PIE's metrics")
+    p.add_argument("--blend", choices=("words", "mask", "none"), default="words",
+                   help="edit task: keep the background outside the blended words' attention, PIE's mask, or not")
+    p.add_argument("--cross-replace", type=float, default=0.4, help="edit task: cross-attention injection fraction")
     p.set_defaults(run=run_bench)
 
     p = sub.add_parser("report", help="Markdown + HTML report (gallery, plots) of a results store")
@@ -72,6 +77,9 @@ def run_bench(args) -> int:
     from .runner import BenchConfig, check_methods, run
     from .store import Store
 
+    if args.task == "edit":
+        return run_edit(args)
+    args.guidance = 1.0 if args.guidance is None else args.guidance
     rank, world, state = _distributed()
     if state is not None and args.device is None and state.device.type != "cpu":
         args.device = str(state.device)
@@ -97,6 +105,24 @@ def run_bench(args) -> int:
         with Store(args.output) as store:
             configs = store.configs()
             print(markdown(table(store.rows(), configs), configs))
+    return 0
+
+
+def run_edit(args) -> int:
+    from ..cli import open_model
+    from ..errors import InversaError
+    from . import edit_task
+
+    if not args.data.startswith("pie:"):
+        raise InversaError(f"--task edit needs --data pie:DIR (a PIE-Bench folder), not {args.data!r}")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    model = open_model(args)
+    cfg = edit_task.EditConfig(methods, steps=args.steps, guidance=7.5 if args.guidance is None else args.guidance,
+                               cross_replace=args.cross_replace, blend=args.blend,
+                               size=args.size or model.default_size(), options=_options(args.opt, methods))
+    written, skipped = edit_task.run(model, args.data[4:], args.output, cfg, args.limit)
+    print(f"bench: {written} edit rows written, {skipped} already done -> {args.output}", file=sys.stderr)
+    print(edit_task.table(args.output))
     return 0
 
 

@@ -202,6 +202,16 @@ def _as_array(im) -> np.ndarray:
 BUILTIN = {"photos": photos, "shapes": shapes}
 
 
+def pie_images(path: str) -> Dataset:
+    """The distinct images of a PIE-Bench folder, captioned with their original prompts."""
+    from .pie import load_pie
+
+    seen: dict[str, Item] = {}
+    for e in load_pie(path):
+        seen.setdefault(e.image_path, Item(os.path.relpath(e.image_path, path), e.source_prompt, e.image_path))
+    return Dataset(os.path.basename(os.path.normpath(path)), list(seen.values()))
+
+
 def open_dataset(spec: str, captions: str | None = None, limit: int | None = None) -> Dataset:
     """``builtin:NAME`` or a folder path -> Dataset (first ``limit`` items when given)."""
     if spec.startswith("builtin:"):
@@ -213,6 +223,8 @@ def open_dataset(spec: str, captions: str | None = None, limit: int | None = Non
             caps = read_captions(captions)
             for item in ds.items:
                 item.caption = _lookup(caps, item.id.split("/", 1)[1]) or item.caption
+    elif spec.startswith("pie:"):
+        ds = pie_images(spec[4:])
     else:
         ds = folder(spec, captions)
     if limit:

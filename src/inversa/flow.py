@@ -1,0 +1,97 @@
+"""Flow-matching steps that run in either direction, and the loop the flow methods share.
+
+A flow model's state is ``x_s = (1 - s) z0 + s eps`` and its network predicts the velocity
+``v = dx/ds``. A step from level ``s`` to ``s_next`` is the same formula whether it samples
+(``s_next < s``) or inverts (``s_next > s``): inversion only swaps the levels, as k-diffusion
+runs its solvers in reverse. Multistep state (FireFlow's reused velocity) is the loop's
+``carry``; :func:`integrate` records the trajectory, NFE and time of every step.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import Tensor
+
+from .errors import InversaError
+from .methods import step_info
+from .model import Condition, Model, Schedule
+
+
+def require_flow(model: Model, method: str) -> None:
+    """Flow methods need a velocity network; say so in one line for any other model."""
+    if model.prediction != "flow":
+        raise InversaError(f"{method} needs a flow-matching model (velocity prediction: SD3, FLUX); "
+                           f"{model.name} predicts {model.prediction}")
+
+
+@dataclass(frozen=True)
+class Velocity:
+    """``v(x, s)``: the guided network of ``model`` at level ``s`` (network time ``s * scale``).
+
+    ``guidance`` overrides the condition's scale (a float, or one per sample as in FlowEdit).
+    """
+
+    model: Model
+    condition: Condition
+    scale: float
+    guidance: float | Tensor | None = None
+
+    def __call__(self, x: Tensor, s: float) -> Tensor:
+        return self.model.predict(x, s * self.scale, self.condition, self.guidance)
+
+
+def velocity(model: Model, condition: Condition, method: str, guidance: float | Tensor | None = None) -> Velocity:
+    """The velocity field of a flow model; the time scale comes from the model's own schedule."""
+    require_flow(model, method)
+    return Velocity(model, condition, 1.0 / float(model.schedule_from_timesteps([1.0]).sigmas[0]), guidance)
+
+
+def euler_step(v: Velocity, x: Tensor, s: float, s_next: float) -> Tensor:
+    """``x + h v(x, s)``: the stock sampler's step (and naive inversion when ``s_next > s``)."""
+    return x + (s_next - s) * v(x, s)
+
+
+def midpoint_step(v: Velocity, x: Tensor, s: float, s_next: float, v_start: Tensor | None = None):
+    """``(x + h v_mid, v_mid)`` with ``v_mid = v(x + h/2 v_start, s + h/2)``; ``v_start`` defaults to ``v(x, s)``."""
+    h = s_next - s
+    v_start = v(x, s) if v_start is None else v_start
+    v_mid = v(x + h / 2 * v_start, s + h / 2)
+    return x + h * v_mid, v_mid
+
+
+def rf_solver_step(v: Velocity, x: Tensor, s: float, s_next: float) -> Tensor:
+    """RF-Solver's second-order Taylor step ``x + h v + h^2/2 v'`` with ``v' = (v_mid - v) / (h/2)``.
+
+    Written out it is ``x + h v_mid``: the midpoint step (2 NFE).
+    """
+    return midpoint_step(v, x, s, s_next)[0]
+
+
+Step = Callable[[int, Tensor, float, float, object], tuple[Tensor, object]]
+
+
+def integrate(model: Model, x: Tensor, schedule: Schedule, step: Step, *, inverse: bool, desc: str = "flow"):
+    """Run ``step(i, x, s, s_next, carry) -> (x, carry)`` over every step of ``schedule``.
+
+    ``inverse`` walks from the clean level up to the noise (step ``i`` goes from level
+    ``i + 1`` to ``i``), otherwise down from the noise. Returns ``(x, states, steps)``:
+    the end state, the states noisiest first and per-step diagnostics (NFE per sample,
+    seconds), both in schedule order.
+    """
+    from tqdm.auto import tqdm
+
+    sig, n = schedule.sigmas.tolist(), x.shape[0]
+    order = list(reversed(range(len(schedule)))) if inverse else list(range(len(schedule)))
+    states, steps, carry = [x], [], None
+    for i in tqdm(order, desc=desc, leave=False, disable=None, unit="step"):
+        s, s_next = (sig[i + 1], sig[i]) if inverse else (sig[i], sig[i + 1])
+        start, nfe = time.perf_counter(), model.nfe
+        x, carry = step(i, x, s, s_next, carry)
+        states.append(x)
+        steps.append(step_info(i, (model.nfe - nfe) / n, time.perf_counter() - start))
+    if inverse:
+        states.reverse()
+        steps.reverse()
+    return x, states, steps
