@@ -5,10 +5,8 @@ leave the batch, so the network only ever sees the samples still being solved.
 A sample stops when its mean squared residual is below its target (``eta``: a float
 or one value per sample, see ``methods.preciseinv.targets``), below ``rtol`` times
 its starting residual, after ``max_iters`` iterations, or when its best residual has
-not improved for ``patience`` iterations. Every solver but
-``anderson`` returns the best iterate it evaluated, so the reported residual is that of
-the answer (``anderson`` stops on ``eta`` or ``max_iters`` only and returns its last,
-unevaluated mix, whose residual is usually lower than the one reported).
+not improved for ``patience`` iterations. Every solver
+returns the best iterate it evaluated, so the reported residual is that of the answer.
 
 Solvers:
 - ``paper``: AdamW on ``eps`` with ``x = alpha z0 + sigma eps`` (PreciseInv, NeurIPS 2025),
@@ -18,11 +16,11 @@ Solvers:
   is solved by GMRES per sample. Exact in one iteration on an affine model.
 - ``gauss_newton``: ``(J^T J) d = -J^T r`` by conjugate gradients (JVP by finite
   difference, VJP by reverse mode on a graph built once per iteration).
-- ``anderson``: Anderson acceleration of the fixed-point form (see methods.fixed_point).
+- ``anderson``: Anderson acceleration of the fixed-point form ``x = x - r(x) / A``.
 - ``lbfgs``: limited-memory BFGS on the mean squared residual (gradient by reverse mode,
   per-sample Armijo backtracking): slow but monotone where Newton-GMRES stagnates.
-- ``hybrid``: Newton while each iteration cuts the residual ``switch``-fold, then L-BFGS for
-  the samples that are not done. Why: on a random or badly conditioned network the
+- ``hybrid``: Newton while each iteration cuts the residual ``switch``-fold, then Anderson
+  until it stalls, then L-BFGS, each for the samples that are not done. Why: on a random or badly conditioned network the
   Jacobian's spectrum surrounds zero, GMRES stagnates (a 40-vector Krylov space still
   leaves 77-97% of the linear residual) and Newton crawls, while a least-squares
   descent keeps making progress; on smooth steps Newton converges quadratically.
@@ -330,14 +328,29 @@ def _cg(matvec, b: Tensor, iters: int) -> Tensor:
 
 
 # --- Anderson on the fixed-point form -------------------------------------------------------------------
-def solve_anderson(problem: StepProblem, x_init: Tensor, *, eta: float, max_iters: int = 20, depth: int = 5):
-    """Anderson-accelerated fixed point ``x = (y - B out(x)) / A`` (methods.fixed_point.solve_step)."""
-    from .methods.fixed_point import solve_step
+def solve_anderson(problem: StepProblem, x_init: Tensor, *, eta, max_iters: int = 20, patience: int = 0,
+                   depth: int = 5):
+    """Anderson-accelerated fixed point ``x = (y - B out(x)) / A = x - r(x) / A`` (type II, per sample).
 
-    x, info = solve_step(problem.model, problem.target, problem.t, problem.condition, problem.levels, iters=max_iters,
-                         tol=eta, variant="anderson", depth=depth, guidance=problem.guidance, x_init=x_init)
-    return x, {"residual": info["residual"], "initial": torch.full_like(info["residual"], float("nan")),
-               "iters": info["iters"]}
+    One network call per iteration; returns the best evaluated iterate.
+    """
+    from .methods.fixed_point import _anderson_mix
+
+    vdtype = torch.float64 if x_init.dtype == torch.float64 else torch.float32
+    x = x_init.to(vdtype).clone()
+    mon = Monitor(x, eta, 0.0, max_iters, patience)
+    hist_x, hist_g = [], []  # full-batch; rows of finished samples are never read
+    while mon.active.any():
+        idx = mon.idx()
+        r, _ = problem.residual(x[idx], idx)
+        mon.record(idx, x[idx], msr(r))
+        full_g = x.clone()
+        full_g[idx] = x[idx] - r / problem.A
+        hist_x, hist_g = (hist_x + [x.clone()])[-depth:], (hist_g + [full_g])[-depth:]
+        mix = _anderson_mix([h[idx] for h in hist_x], [h[idx] for h in hist_g]) if len(hist_x) > 1 else full_g[idx]
+        x[idx] = mix
+        mon.close()
+    return mon.best, mon.info()
 
 
 # --- L-BFGS on the mean squared residual, and the hybrid ---------------------------------------------
@@ -428,19 +441,24 @@ def solve_lbfgs(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0,
 
 def solve_hybrid(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0, max_iters: int = 100,
                  patience: int = 3, krylov: int = 8, forcing: float = 1e-3, jvp: str = "fd", switch: float = 4.0,
-                 newton_iters: int = 10, history: int = 20):
-    """Newton-GMRES while it converges (``switch``-fold per iteration), then L-BFGS for the samples not done."""
+                 newton_iters: int = 10, depth: int = 5, history: int = 20):
+    """Newton-GMRES while it converges (``switch``-fold per iteration), then for the samples not done
+    Anderson (1 forward per iteration) until it stalls, then L-BFGS; ``max_iters`` caps each of the last two.
+    """
     x, info = solve_newton(problem, x_init, eta=eta, rtol=rtol, max_iters=newton_iters, patience=patience,
                            krylov=krylov, forcing=forcing, jvp=jvp, switch=switch)
     eta = torch.as_tensor(eta, dtype=torch.float64).expand(x.shape[0])
-    left = (info["residual"] > eta).nonzero().squeeze(1)
-    if rtol > 0:
-        left = left[info["residual"][left] > rtol * info["initial"][left]]
-    if len(left) == 0:
-        return x, info
-    sub = problem.rows(left)
-    xl, more = solve_lbfgs(sub, x[left], eta=eta[left], rtol=0.0, max_iters=max_iters, history=history)
     x = x.clone()
-    x[left] = xl.to(x.dtype)
-    info["residual"][left], info["iters"][left] = more["residual"], info["iters"][left] + more["iters"]
+    for stage in (lambda p, x0, e: solve_anderson(p, x0, eta=e, max_iters=max_iters, patience=5, depth=depth),
+                  lambda p, x0, e: solve_lbfgs(p, x0, eta=e, max_iters=max_iters, history=history)):
+        left = (info["residual"] > eta).nonzero().squeeze(1)
+        if rtol > 0:
+            left = left[info["residual"][left] > rtol * info["initial"][left]]
+        if len(left) == 0:
+            break
+        xl, more = stage(problem.rows(left), x[left], eta[left])
+        better = more["residual"] < info["residual"][left]
+        x[left[better]] = xl[better].to(x.dtype)
+        info["residual"][left[better]] = more["residual"][better]
+        info["iters"][left] += more["iters"]
     return x, info
