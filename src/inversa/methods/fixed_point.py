@@ -70,7 +70,7 @@ def solve_step(model, x_next: Tensor, t: float, condition, levels, *, iters: int
             hist_x, hist_g = (hist_x + [full_x])[-depth:], (hist_g + [full_g])[-depth:]
             if len(hist_x) > 1:
                 g = _anderson_mix([h[idx] for h in hist_x], [h[idx] for h in hist_g])
-        done = res < (tol[idx] if torch.is_tensor(tol) else tol)
+        done = res < tol
         x[idx[~done]] = g[~done]
         active[idx[done]] = False
         if not active.any():
