@@ -6,7 +6,7 @@ from inversa import samplers
 from inversa.api import denoise, invert, reconstruct
 from inversa.errors import InversaError
 from inversa.methods import get_method
-from inversa.methods.preciseinv import paper_lr, solve
+from inversa.methods.preciseinv import paper_lr, solve, targets
 from inversa.metrics import latent_mse, relative_error
 from inversa.oracle import GaussianModel
 from inversa.solvers import StepProblem, solve_paper
@@ -147,3 +147,36 @@ def test_option_errors():
         invert(model, model.sample_data(1), method="preciseinv", steps=2, solver="sgd")
     with pytest.raises(InversaError, match="sampler=ddpm needs"):
         invert(GaussianModel(prediction="flow"), model.sample_data(1), method="preciseinv", steps=2, sampler="ddpm")
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "flow"])
+@pytest.mark.parametrize("steps", [2, 4, 10])
+def test_defaults_give_the_exact_inversion_to_a_millionth(prediction, steps):
+    model, z0, cond = _oracle(prediction)
+    sched = model.schedule(steps)
+    trace = get_method("preciseinv").invert(model, z0, cond, sched)
+    assert relative_error(trace.x_T, model.exact_inversion(z0, sched, cond)[0]).max() <= 1e-6
+
+
+def test_residual_tol_is_relative_to_the_step_and_floored_by_the_dtype():
+    x = torch.full((2, 4), 3.0, dtype=torch.float64)
+    x[1] = 0.5
+    goal = targets(GaussianModel(), x, 0.0, 1e-3)
+    assert torch.allclose(goal, torch.tensor([9e-6, 0.25e-6], dtype=torch.float64))
+    assert float(targets(GaussianModel(), x, 1e-2, 1e-3)[0]) == 1e-2  # the paper's eta, the looser target
+    floor = targets(GaussianModel(dtype=torch.float32), x, 0.0, 1e-12)
+    assert float(floor[0]) == pytest.approx((8 * torch.finfo(torch.float32).eps) ** 2 * 9)
+    with pytest.raises(InversaError, match="residual_tol must be positive"):
+        invert(GaussianModel(), GaussianModel().sample_data(1), method="preciseinv", steps=2, residual_tol=0)
+
+
+def test_hybrid_hands_stalled_samples_to_lbfgs(tiny_model):
+    """Where Newton-GMRES stalls (a random UNet, an off-manifold latent), L-BFGS keeps lowering the residual."""
+    model = tiny_model("sd")
+    z0 = torch.randn(1, 4, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.05
+    cond, sched = model.condition([""]), model.schedule(2)
+    levels, t = sched.levels(1), float(sched.timesteps[1])
+    _, newton = solve(model, z0, t, cond, levels, solver="newton", max_iters=3)
+    _, hybrid = solve(model, z0, t, cond, levels, solver="hybrid", max_iters=12)
+    assert float(hybrid["residual"][0]) < 0.5 * float(newton["residual"][0])
+    assert int(hybrid["iters"][0]) > int(newton["iters"][0])

@@ -89,7 +89,7 @@ def test_embedded_model_is_the_default_and_inverts_a_photo(tmp_path):
     assert model.default_size() == 64 and model.family == "sd"
     out = str(tmp_path / "out")
     photo = os.path.join(ROOT, "examples", "astronaut.png")
-    assert main(["invert", photo, "-o", out, "--steps", "10", "--method", "preciseinv"]) == 0  # the README command
+    assert main(["invert", photo, "-o", out, "--steps", "10"]) == 0  # the README command: preciseinv by default
     metrics = json.load(open(os.path.join(out, "metrics.json")))
     assert os.path.exists(os.path.join(out, "astronaut_reconstruction.png"))
     assert metrics["psnr"] > metrics["vae_ceiling_psnr"] - 0.1 > 20  # precise inversion reaches the VAE's own limit

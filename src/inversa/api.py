@@ -41,7 +41,7 @@ def schedule_of(model: Model, inv: Inversion, steps: int | None = None) -> Sched
     return model.resample(sched, steps) if steps else sched
 
 
-def invert(model, image, prompt: str | list[str] = "", *, method: str = "ddim", steps: int = 50,
+def invert(model, image, prompt: str | list[str] = "", *, method: str = "preciseinv", steps: int = 50,
            guidance: float = 1.0, negative: str | list[str] | None = "", spacing: str | None = None,
            strength: float = 1.0, size: int | None = None, keep_trajectory: bool = False, **config) -> Inversion:
     """Find the noise from which ``model`` regenerates ``image`` with ``method``.

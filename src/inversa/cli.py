@@ -65,7 +65,7 @@ def open_model(args):
 
 
 def add_invert_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", default="ddim", help="inversion method (see `inversa methods`)")
+    p.add_argument("--method", default="preciseinv", help="inversion method (see `inversa methods`; ddim for speed)")
     p.add_argument("--steps", type=int, default=10, help="inversion steps")
     p.add_argument("--prompt", default="", help="source prompt (default: empty)")
     p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale during inversion")

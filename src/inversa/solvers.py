@@ -2,12 +2,11 @@
 
 Every solver works on a batch with per-sample convergence masks: finished samples
 leave the batch, so the network only ever sees the samples still being solved.
-A sample stops when its mean squared residual is below ``eta`` (absolute), below
-``rtol`` times its starting residual, after ``max_iters`` iterations, or when its
-best residual has not improved for ``patience`` iterations. Every solver but
-``anderson`` returns the best iterate it evaluated, so the reported residual is that of
-the answer (``anderson`` stops on ``eta`` or ``max_iters`` only and returns its last,
-unevaluated mix, whose residual is usually lower than the one reported).
+A sample stops when its mean squared residual is below its target (``eta``: a float
+or one value per sample, see ``methods.preciseinv.targets``), below ``rtol`` times
+its starting residual, after ``max_iters`` iterations, or when its best residual has
+not improved for ``patience`` iterations. Every solver
+returns the best iterate it evaluated, so the reported residual is that of the answer.
 
 Solvers:
 - ``paper``: AdamW on ``eps`` with ``x = alpha z0 + sigma eps`` (PreciseInv, NeurIPS 2025),
@@ -17,7 +16,16 @@ Solvers:
   is solved by GMRES per sample. Exact in one iteration on an affine model.
 - ``gauss_newton``: ``(J^T J) d = -J^T r`` by conjugate gradients (JVP by finite
   difference, VJP by reverse mode on a graph built once per iteration).
-- ``anderson``: Anderson acceleration of the fixed-point form (see methods.fixed_point).
+- ``anderson``: Anderson acceleration of the fixed-point form ``x = x - r(x) / A``.
+- ``lbfgs``: limited-memory BFGS on the mean squared residual (gradient by reverse mode,
+  per-sample Armijo backtracking): slow but monotone where Newton-GMRES stagnates.
+- ``hybrid``: Newton while each iteration cuts the residual ``switch``-fold, then Anderson
+  until it stalls, then L-BFGS, each for the samples not done. Why: on a random or badly
+  conditioned network GMRES stagnates (on the tiny random SD at 2 steps a 40-vector Krylov
+  space still leaves 77-97% of the linear residual) and the network is far from linear
+  over a Newton step, so Newton crawls while a least-squares descent keeps making
+  progress; where the fixed-point map contracts Anderson is cheapest (one forward per
+  iteration); on smooth steps Newton converges quadratically.
 """
 from __future__ import annotations
 
@@ -27,7 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-SOLVERS = ("newton", "paper", "gauss_newton", "anderson")
+SOLVERS = ("hybrid", "newton", "lbfgs", "paper", "gauss_newton", "anderson")
 JVPS = ("fd", "forward")
 
 
@@ -66,6 +74,15 @@ class StepProblem:
         w = self.guidance[idx] if torch.is_tensor(self.guidance) and self.guidance.ndim else self.guidance
         return self.model.predict(x, self.t, cond, w).to(x.dtype)
 
+    def rows(self, idx: Tensor) -> "StepProblem":
+        """The same step for the samples ``idx`` only."""
+        from dataclasses import replace
+
+        from .methods.fixed_point import _select
+
+        w = self.guidance[idx] if torch.is_tensor(self.guidance) and self.guidance.ndim else self.guidance
+        return replace(self, condition=_select(self.condition, idx), target=self.target[idx], guidance=w)
+
     def residual(self, x: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
         out = self.output(x, idx)
         return self.A * x + self.B * out - self.target[idx].to(x.dtype), out
@@ -91,7 +108,7 @@ class StepProblem:
 class Monitor:
     """Per-sample bookkeeping: best iterate, residuals, iterations and the stopping rules."""
 
-    def __init__(self, x: Tensor, eta: float, rtol: float, max_iters: int, patience: int):
+    def __init__(self, x: Tensor, eta: float | Tensor, rtol: float, max_iters: int, patience: int):
         n = x.shape[0]
         self.best = x.clone()
         self.res = torch.full((n,), float("inf"), dtype=torch.float64)
@@ -99,7 +116,8 @@ class Monitor:
         self.iters = torch.zeros(n, dtype=torch.long)
         self.stall = torch.zeros(n, dtype=torch.long)
         self.active = torch.ones(n, dtype=torch.bool)
-        self.eta, self.rtol, self.max_iters, self.patience = eta, rtol, max_iters, patience
+        self.eta = torch.as_tensor(eta, dtype=torch.float64).expand(n)
+        self.rtol, self.max_iters, self.patience = rtol, max_iters, patience
 
     def idx(self) -> Tensor:
         return self.active.nonzero().squeeze(1)
@@ -119,7 +137,7 @@ class Monitor:
 
     def close(self) -> None:
         """Deactivate the rows that meet a stopping rule."""
-        done = self.res < self.eta
+        done = self.res <= self.eta
         if self.rtol > 0:
             done |= self.res <= self.rtol * self.res0
         done |= self.iters >= self.max_iters
@@ -207,10 +225,14 @@ def gmres(matvec, b: Tensor, max_vectors: int, tol: float) -> Tensor:
     return (V.double() @ y).squeeze(-1).to(b.dtype).view(shape)
 
 
-def solve_newton(problem: StepProblem, x_init: Tensor, *, eta: float, rtol: float = 0.0, max_iters: int = 10,
+def solve_newton(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0, max_iters: int = 10,
                  patience: int = 3, krylov: int = 8, forcing: float = 1e-3, jvp: str = "fd",
-                 backtrack: int = 2):
-    """Inexact Newton: GMRES on ``J d = -r`` with JVPs, then a per-sample backtracking check."""
+                 backtrack: int = 2, switch: float = 0.0):
+    """Inexact Newton: GMRES on ``J d = -r`` with JVPs, then a per-sample backtracking check.
+
+    With ``switch`` > 0 a sample whose iteration lowers its residual less than ``switch``-fold
+    stops (Newton is not converging there; ``solve_hybrid`` hands it to the next stage).
+    """
     vdtype = torch.float64 if x_init.dtype == torch.float64 else torch.float32
     x = x_init.to(vdtype).clone()
     mon = Monitor(x, eta, rtol, max_iters, patience)
@@ -225,6 +247,7 @@ def solve_newton(problem: StepProblem, x_init: Tensor, *, eta: float, rtol: floa
         d = gmres(lambda v: problem.jvp(xb, ob, v, idx, jvp), -rb, krylov, forcing)
         scale = torch.ones(len(idx), dtype=vdtype)
         pending = torch.arange(len(idx))
+        before = mon.res[idx].clone()
         for attempt in range(backtrack + 1):  # full step first; halve it for rows that got worse
             sub = idx[pending]
             xn = xb[pending] + _rows(scale[pending], xb) * d[pending]
@@ -236,6 +259,8 @@ def solve_newton(problem: StepProblem, x_init: Tensor, *, eta: float, rtol: floa
             if len(pending) == 0 or attempt == backtrack:
                 break
             scale[pending] *= 0.5
+        if switch > 0:
+            mon.active[idx[mon.res[idx] * switch > before]] = False
         mon.close()
     return mon.best, mon.info()
 
@@ -302,11 +327,137 @@ def _cg(matvec, b: Tensor, iters: int) -> Tensor:
 
 
 # --- Anderson on the fixed-point form -------------------------------------------------------------------
-def solve_anderson(problem: StepProblem, x_init: Tensor, *, eta: float, max_iters: int = 20, depth: int = 5):
-    """Anderson-accelerated fixed point ``x = (y - B out(x)) / A`` (methods.fixed_point.solve_step)."""
-    from .methods.fixed_point import solve_step
+def solve_anderson(problem: StepProblem, x_init: Tensor, *, eta, max_iters: int = 20, patience: int = 0,
+                   depth: int = 5):
+    """Anderson-accelerated fixed point ``x = (y - B out(x)) / A = x - r(x) / A`` (type II, per sample).
 
-    x, info = solve_step(problem.model, problem.target, problem.t, problem.condition, problem.levels, iters=max_iters,
-                         tol=eta, variant="anderson", depth=depth, guidance=problem.guidance, x_init=x_init)
-    return x, {"residual": info["residual"], "initial": torch.full_like(info["residual"], float("nan")),
-               "iters": info["iters"]}
+    One network call per iteration; returns the best evaluated iterate.
+    """
+    from .methods.fixed_point import _anderson_mix
+
+    vdtype = torch.float64 if x_init.dtype == torch.float64 else torch.float32
+    x = x_init.to(vdtype).clone()
+    mon = Monitor(x, eta, 0.0, max_iters, patience)
+    hist_x, hist_g = [], []  # full-batch; rows of finished samples are never read
+    while mon.active.any():
+        idx = mon.idx()
+        r, _ = problem.residual(x[idx], idx)
+        mon.record(idx, x[idx], msr(r))
+        full_g = x.clone()
+        full_g[idx] = x[idx] - r / problem.A
+        hist_x, hist_g = (hist_x + [x.clone()])[-depth:], (hist_g + [full_g])[-depth:]
+        mix = _anderson_mix([h[idx] for h in hist_x], [h[idx] for h in hist_g]) if len(hist_x) > 1 else full_g[idx]
+        x[idx] = mix
+        mon.close()
+    return mon.best, mon.info()
+
+
+# --- L-BFGS on the mean squared residual, and the hybrid ---------------------------------------------
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    return (a.flatten(1).double() * b.flatten(1).double()).sum(1)
+
+
+def _two_loop(g: Tensor, pairs: list[tuple[Tensor, Tensor]]) -> Tensor:
+    """L-BFGS direction ``-H g`` per sample from the (s, y) pairs (Nocedal & Wright, Alg. 7.4)."""
+    q, alphas = g.clone(), []
+    for s, y in reversed(pairs):
+        rho = 1 / _dot(y, s).clamp_min(1e-300)
+        a = rho * _dot(s, q)
+        q = q - _rows(a, q) * y
+        alphas.append((a, rho))
+    s, y = pairs[-1]
+    q = q * _rows(_dot(s, y) / _dot(y, y).clamp_min(1e-300), q)
+    for (s, y), (a, rho) in zip(pairs, reversed(alphas)):
+        q = q + _rows(a - rho * _dot(y, q), q) * s
+    return -q
+
+
+def solve_lbfgs(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0, max_iters: int = 100,
+                patience: int = 10, history: int = 20, backtrack: int = 6):
+    """L-BFGS on ``f(x) = mean r(x)^2`` per sample, Armijo backtracking; ``max_iters`` counts evaluations.
+
+    The first step is the Polyak step ``f / |g|^2 g`` (it would zero a linear residual).
+    """
+    vdtype = torch.float64 if x_init.dtype == torch.float64 else torch.float32
+    n = x_init.shape[0]
+    mon = Monitor(x_init.to(vdtype), eta, rtol, max_iters, patience)
+
+    def evaluate(x, idx):
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            r, _ = problem.residual(x, idx)
+            f = r.flatten(1).pow(2).mean(1)
+            g, = torch.autograd.grad(f.sum(), x)
+        return f.detach().double(), g.detach()
+
+    x = mon.best.clone()
+    idx = mon.idx()
+    f, g = torch.zeros(n, dtype=torch.float64), torch.zeros_like(x)
+    f[idx], g[idx] = evaluate(x[idx], idx)
+    mon.record(idx, x[idx], f[idx])
+    mon.close()
+    pairs: list[tuple[Tensor, Tensor]] = []  # full-batch (s, y); rows of finished samples are never read
+    while mon.active.any():
+        idx = mon.idx()
+        xa, fa, ga = x[idx], f[idx], g[idx]
+        if pairs:
+            d = _two_loop(ga, [(s[idx], y[idx]) for s, y in pairs])
+            slope = _dot(ga, d)
+            d = torch.where((slope < 0).view(-1, *([1] * (d.ndim - 1))), d, -ga)  # not a descent direction
+        else:
+            d = -ga * _rows(fa / _dot(ga, ga).clamp_min(1e-300), ga)
+        slope = _dot(ga, d)
+        step = torch.ones(len(idx), dtype=torch.float64)
+        pending = torch.arange(len(idx))
+        fn, gn = fa.clone(), ga.clone()
+        for attempt in range(backtrack + 1):
+            sub = idx[pending]
+            xt = xa[pending] + _rows(step[pending], xa) * d[pending]
+            ft, gt = evaluate(xt, sub)
+            mon.record(sub, xt, ft)
+            ok = ft <= fa[pending] + 1e-4 * step[pending] * slope[pending]
+            if attempt == backtrack:
+                ok = ft < fa[pending]
+            fn[pending[ok]], gn[pending[ok]] = ft[ok], gt[ok]
+            pending = pending[~ok]
+            mon.close()
+            if len(pending) == 0 or attempt == backtrack:
+                break
+            step[pending] *= 0.25
+        moved = torch.ones(len(idx), dtype=torch.bool)
+        moved[pending] = False
+        s_new, y_new = torch.zeros_like(x), torch.zeros_like(x)
+        s_new[idx] = _rows(step * moved, d) * d
+        y_new[idx] = (gn - ga) * _rows(moved, ga)
+        x[idx], f[idx], g[idx] = xa + s_new[idx], fn, gn
+        good = _dot(s_new[idx], y_new[idx]) > 1e-12 * _dot(s_new[idx], s_new[idx]).sqrt() * _dot(y_new[idx], y_new[idx]).sqrt()
+        if bool(good.any()):
+            pairs = (pairs + [(s_new, y_new)])[-history:]
+        mon.active[idx[~moved]] = False  # no descent even on a tiny step: at the floor of float precision
+        mon.close()
+    return mon.best, mon.info()
+
+
+def solve_hybrid(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0, max_iters: int = 100,
+                 patience: int = 3, krylov: int = 8, forcing: float = 1e-3, jvp: str = "fd", switch: float = 4.0,
+                 newton_iters: int = 10, depth: int = 5, history: int = 20):
+    """Newton-GMRES while it converges (``switch``-fold per iteration), then for the samples not done
+    Anderson (1 forward per iteration) until it stalls, then L-BFGS; ``max_iters`` caps each of the last two.
+    """
+    x, info = solve_newton(problem, x_init, eta=eta, rtol=rtol, max_iters=newton_iters, patience=patience,
+                           krylov=krylov, forcing=forcing, jvp=jvp, switch=switch)
+    eta = torch.as_tensor(eta, dtype=torch.float64).expand(x.shape[0])
+    x = x.clone()
+    for stage in (lambda p, x0, e: solve_anderson(p, x0, eta=e, max_iters=max_iters, patience=5, depth=depth),
+                  lambda p, x0, e: solve_lbfgs(p, x0, eta=e, max_iters=max_iters, history=history)):
+        left = (info["residual"] > eta).nonzero().squeeze(1)
+        if rtol > 0:
+            left = left[info["residual"][left] > rtol * info["initial"][left]]
+        if len(left) == 0:
+            break
+        xl, more = stage(problem.rows(left), x[left], eta[left])
+        better = more["residual"] < info["residual"][left]
+        x[left[better]] = xl[better].to(x.dtype)
+        info["residual"][left[better]] = more["residual"][better]
+        info["iters"][left] += more["iters"]
+    return x, info

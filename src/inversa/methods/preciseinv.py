@@ -4,11 +4,23 @@ The residual of step i is ``r(x) = A x + B out(x) - x_{i+1}`` (samplers.coeffici
 so the result is a plain ``x_T`` that the stock deterministic sampler maps back to the
 latent. Every step starts from one naive inverse step (also for flow models, where the
 paper had none). ``solver="paper"`` is the paper's AdamW on ``eps`` (the baseline);
-``newton`` (default), ``gauss_newton`` and ``anderson`` are faster solvers from
-:mod:`inversa.solvers`. ``sampler="ddpm"`` instead keeps DDPM noise maps in closed form
-(edit-friendly: x_i drawn independently from q(x_i | z0), z_i = (x_{i+1} - mu(x_i)) / s_i)
-and uses the solver only for noiseless steps (the last one), so DDPM sampling with the
-stored maps reproduces the latent.
+``hybrid`` (default: Newton-GMRES, then Anderson, then L-BFGS, each where the last stalls), ``newton``, ``lbfgs``,
+``gauss_newton`` and ``anderson`` are the solvers of :mod:`inversa.solvers`.
+``sampler="ddpm"`` instead keeps DDPM noise maps in closed form (edit-friendly: x_i drawn
+independently from q(x_i | z0), z_i = (x_{i+1} - mu(x_i)) / s_i) and uses the solver only
+for noiseless steps (the last one), so DDPM sampling with the stored maps reproduces the latent.
+
+Stopping: ``residual_tol`` is relative to the step's scale, ``|r| <= residual_tol |x_{i+1}|``
+(root mean squares per sample), floored at what the model's dtype resolves; ``eta`` is the
+paper's absolute mean squared residual (presets: fast 1e-2, precise 1e-5, the ``paper``
+solver's default and its only rule). A sample stops at whichever target it reaches first.
+
+| code | paper |
+|---|---|
+| ``x_next`` | x_{i+1}*, the solved state one step cleaner |
+| ``A x + B out(x)`` | the sampler step mu(x_i) |
+| ``eta`` | the loss threshold eta |
+| ``lr`` | the AdamW learning rate |
 """
 from __future__ import annotations
 
@@ -18,7 +30,8 @@ import torch
 
 from .. import samplers
 from ..errors import InversaError
-from ..solvers import SOLVERS, StepProblem, solve_anderson, solve_gauss_newton, solve_newton, solve_paper
+from ..solvers import (SOLVERS, StepProblem, msr, solve_anderson, solve_gauss_newton, solve_hybrid, solve_lbfgs,
+                       solve_newton, solve_paper)
 from . import Trace, backwards, register
 
 SAMPLERS = ("ddim", "ddpm")
@@ -34,9 +47,21 @@ def paper_lr(model) -> float:
     return 0.1
 
 
-def solve(model, x_next, t, condition, levels, *, solver="newton", eta=1e-8, rtol=0.0, max_iters=None,
-          patience=None, lr=None, krylov=8, forcing=1e-3, jvp="fd", cg_iters=8, depth=5, warm_start=True,
-          z0=None, guidance=None):
+DEFAULT_TOL = 1e-9
+
+
+def targets(model, x_next, eta: float, residual_tol: float):
+    """Per-sample mean squared residual to reach: ``eta`` (absolute) or ``residual_tol`` (relative), the looser.
+
+    The relative target never goes below what the model's dtype resolves (float32 cannot give 1e-9).
+    """
+    floor = 8 * torch.finfo(getattr(model, "dtype", x_next.dtype)).eps
+    return (max(residual_tol, floor) ** 2 * msr(x_next)).clamp_min(eta)
+
+
+def solve(model, x_next, t, condition, levels, *, solver="hybrid", eta=None, residual_tol=DEFAULT_TOL, rtol=0.0,
+          max_iters=None, patience=None, lr=None, krylov=8, forcing=1e-3, jvp="fd", cg_iters=8, depth=5,
+          warm_start=True, z0=None, guidance=None):
     """Solve one step for x_i given x_{i+1}; returns (x_i, info) with per-sample residual and iterations."""
     if solver not in SOLVERS:
         raise InversaError(f"unknown preciseinv solver {solver!r}; expected one of {', '.join(SOLVERS)}")
@@ -46,35 +71,48 @@ def solve(model, x_next, t, condition, levels, *, solver="newton", eta=1e-8, rto
         x_init = samplers.invert_step(model.prediction, x_next, out, *levels)
     else:
         x_init = x_next.clone()
-    if solver == "paper":
-        return solve_paper(problem, x_init, z0, levels[0], levels[1], lr=lr or paper_lr(model), eta=eta, rtol=rtol,
+    if solver == "paper":  # the baseline stops on the paper's absolute eta only
+        return solve_paper(problem, x_init, z0, levels[0], levels[1], lr=lr or paper_lr(model),
+                           eta=PAPER_ETA["precise"] if eta is None else eta, rtol=rtol,
                            max_iters=max_iters or 100, patience=0 if patience is None else patience)
+    goal = targets(model, x_next, eta or 0.0, residual_tol)
+    if solver == "lbfgs":
+        return solve_lbfgs(problem, x_init, eta=goal, rtol=rtol, max_iters=max_iters or 100,
+                           patience=10 if patience is None else patience)
     patience = 3 if patience is None else patience
+    if solver == "hybrid":
+        return solve_hybrid(problem, x_init, eta=goal, rtol=rtol, max_iters=max_iters or 100, patience=patience,
+                            krylov=krylov, forcing=forcing, jvp=jvp, depth=depth)
     if solver == "newton":
-        return solve_newton(problem, x_init, eta=eta, rtol=rtol, max_iters=max_iters or 10, patience=patience,
+        return solve_newton(problem, x_init, eta=goal, rtol=rtol, max_iters=max_iters or 10, patience=patience,
                             krylov=krylov, forcing=forcing, jvp=jvp)
     if solver == "gauss_newton":
-        return solve_gauss_newton(problem, x_init, eta=eta, rtol=rtol, max_iters=max_iters or 10, patience=patience,
+        return solve_gauss_newton(problem, x_init, eta=goal, rtol=rtol, max_iters=max_iters or 10, patience=patience,
                                   cg_iters=cg_iters, jvp=jvp)
-    return solve_anderson(problem, x_init, eta=eta, max_iters=max_iters or 20, depth=depth)
+    return solve_anderson(problem, x_init, eta=goal, max_iters=max_iters or 20, depth=depth)
 
 
 @register("preciseinv", cost="(NFE per solver iteration) x iters per step")
 @torch.no_grad()
-def invert(model, z0, condition, schedule, *, solver: str = "newton", eta: float = 1e-8, rtol: float = 0.0,
+def invert(model, z0, condition, schedule, *, solver: str = "hybrid", residual_tol: float = DEFAULT_TOL,
+           eta: float = -1.0, rtol: float = 0.0,
            max_iters: int = 0, patience: int = -1, lr: float = 0.0, krylov: int = 8, forcing: float = 1e-3,
            jvp: str = "fd", cg_iters: int = 8, depth: int = 5, warm_start: bool = True, sampler: str = "ddim",
            seed: int = 0, keep_trajectory: bool = True):
     """Optimise each step's noisy state so one sampler step maps it onto the solved next state (PreciseInv).
 
-    ``eta`` is the per-step mean squared residual to reach; the default 1e-8 is tighter than the
-    paper's 1e-5 because a zero-terminal-SNR model amplifies the residual of its noisiest steps.
+    ``residual_tol`` is the per-step residual relative to the step's scale; ``eta`` >= 0 adds the
+    paper's absolute mean squared target (1e-2 fast, 1e-5 precise; -1: the ``paper`` solver's 1e-5,
+    none for the others). ``max_iters`` caps each solver's iterations (hybrid: at most 10 Newton
+    iterations, then ``max_iters`` Anderson iterations and ``max_iters`` L-BFGS evaluations).
     """
     if sampler not in SAMPLERS:
         raise InversaError(f"unknown preciseinv sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
     if sampler == "ddpm" and model.prediction == "flow":
         raise InversaError("sampler=ddpm needs a variance-preserving model (flow models have no DDPM step)")
-    opts = dict(solver=solver, eta=eta, rtol=rtol, max_iters=max_iters or None,
+    if residual_tol <= 0:
+        raise InversaError(f"residual_tol must be positive, got {residual_tol}")
+    opts = dict(solver=solver, eta=None if eta < 0 else eta, residual_tol=residual_tol, rtol=rtol, max_iters=max_iters or None,
                 patience=None if patience < 0 else patience, lr=lr or None,
                 krylov=krylov, forcing=forcing, jvp=jvp, cg_iters=cg_iters, depth=depth, warm_start=warm_start)
     n = z0.shape[0]
