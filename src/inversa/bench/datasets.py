@@ -45,6 +45,7 @@ class Item:
 class Dataset:
     name: str
     items: list[Item]
+    source: str = ""  # what the images are: builtin:NAME or a folder's real path (part of the config hash)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -209,12 +210,14 @@ def open_dataset(spec: str, captions: str | None = None, limit: int | None = Non
         if name not in BUILTIN:
             raise InversaError(f"unknown built-in dataset {name!r}; available: {', '.join(sorted(BUILTIN))}")
         ds = BUILTIN[name]()
+        ds.source = spec
         if captions:
             caps = read_captions(captions)
             for item in ds.items:
                 item.caption = _lookup(caps, item.id.split("/", 1)[1]) or item.caption
     else:
         ds = folder(spec, captions)
+        ds.source = os.path.realpath(spec)
     if limit:
         ds.items = ds.items[:limit]
     return ds

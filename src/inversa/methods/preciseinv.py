@@ -13,12 +13,13 @@ stored maps reproduces the latent.
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 import torch
 
 from .. import samplers
 from ..errors import InversaError
-from ..solvers import SOLVERS, StepProblem, solve_anderson, solve_gauss_newton, solve_newton, solve_paper
+from ..solvers import JVPS, SOLVERS, StepProblem, solve_anderson, solve_gauss_newton, solve_newton, solve_paper
 from . import Trace, backwards, register
 
 SAMPLERS = ("ddim", "ddpm")
@@ -61,10 +62,10 @@ def solve(model, x_next, t, condition, levels, *, solver="newton", eta=1e-8, rto
 
 @register("preciseinv", cost="(NFE per solver iteration) x iters per step")
 @torch.no_grad()
-def invert(model, z0, condition, schedule, *, solver: str = "newton", eta: float = 1e-8, rtol: float = 0.0,
+def invert(model, z0, condition, schedule, *, solver: Literal[SOLVERS] = "newton", eta: float = 1e-8, rtol: float = 0.0,
            max_iters: int = 0, patience: int = -1, lr: float = 0.0, krylov: int = 8, forcing: float = 1e-3,
-           jvp: str = "fd", cg_iters: int = 8, depth: int = 5, warm_start: bool = True, sampler: str = "ddim",
-           seed: int = 0, keep_trajectory: bool = True):
+           jvp: Literal[JVPS] = "fd", cg_iters: int = 8, depth: int = 5, warm_start: bool = True,
+           sampler: Literal[SAMPLERS] = "ddim", seed: int = 0, keep_trajectory: bool = True):
     """Optimise each step's noisy state so one sampler step maps it onto the solved next state (PreciseInv).
 
     ``eta`` is the per-step mean squared residual to reach; the default 1e-8 is tighter than the
