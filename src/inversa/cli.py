@@ -138,6 +138,8 @@ def run_reconstruct(args) -> int:
     inv = Inversion.load(args.inversion)
     args.model = reconstruction_model(args.model, inv.model)
     model = open_model(args)
+    if model.name != inv.model:
+        print_notes([f"inverted with model {inv.model}, reconstructing with {model.name}"])
     recon = reconstruct(model, inv, steps=args.steps)
     root, ext = os.path.splitext(args.output)
     for k in range(recon.shape[0]):

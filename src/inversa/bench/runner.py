@@ -80,7 +80,7 @@ SHARED = ("model", "dataset", "data", "resolution", "crop", "dtype")  # one stor
 
 def check_protocol(store: Store, proto: dict, path: str) -> None:
     """Refuse to add rows that would sit in one table with rows of other images, model or resolution."""
-    for chash, entry in store.configs().items():
+    for entry in store.configs().values():
         old = entry["protocol"]
         differ = [k for k in SHARED if k in old and old[k] != proto[k]]
         if differ:

@@ -113,10 +113,6 @@ def _to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 # checkpoints --------------------------------------------------------------------
-def _save_ckpt(path: str, state: dict) -> None:
-    checkpoint.save(path, state)
-
-
 def _log(output: str, stage: str, step: int, loss: float, seconds: float) -> None:
     with open(os.path.join(output, "losses.csv"), "a") as f:
         f.write(f"{stage},{step},{loss:.6f},{seconds:.1f}\n")
@@ -164,11 +160,11 @@ def train_vae(vae, output: str, steps: int, minutes: float | None, batch: int, s
         if step % log_every == 0:
             _log(output, "vae", step, loss_v, spent + time.time() - start)
         if step % every == 0:
-            _save_ckpt(ckpt, dict(model=vae.state_dict(), opt=opt.state_dict(), step=step,
+            checkpoint.save(ckpt, dict(model=vae.state_dict(), opt=opt.state_dict(), step=step,
                                   seconds=spent + time.time() - start))
     bar.close()
     seconds = spent + time.time() - start
-    _save_ckpt(ckpt, dict(model=vae.state_dict(), opt=opt.state_dict(), step=step, seconds=seconds, done=True))
+    checkpoint.save(ckpt, dict(model=vae.state_dict(), opt=opt.state_dict(), step=step, seconds=seconds, done=True))
     vae.eval()
     return dict(steps=step, seconds=seconds, loss=loss_v)
 
@@ -254,10 +250,10 @@ def train_unet(unet, text, tok, sched, latents, output: str, steps: int, minutes
         if step % log_every == 0:
             _log(output, "unet", step, loss_v, spent + time.time() - start)
         if step % every == 0:
-            _save_ckpt(ckpt, state(spent + time.time() - start))
+            checkpoint.save(ckpt, state(spent + time.time() - start))
     bar.close()
     seconds = spent + time.time() - start
-    _save_ckpt(ckpt, state(seconds, done=True))
+    checkpoint.save(ckpt, state(seconds, done=True))
     unet.load_state_dict(ema["unet"].state_dict()), text.load_state_dict(ema["text"].state_dict())
     unet.eval(), text.eval()
     return dict(steps=step, seconds=seconds, loss=loss_v)
