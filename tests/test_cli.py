@@ -28,7 +28,7 @@ def test_invert_writes_inversion_reconstruction_and_metrics(pipeline_dir, photo,
     assert Image.open(out / "astronaut_reconstruction.png").size == (64, 64)
 
     png = tmp_path / "again.png"
-    assert main(["reconstruct", str(out / "inversion.safetensors"), "-o", str(png)]) == 0
+    assert main(["reconstruct", str(out / "inversion.safetensors"), "--model", pipeline_dir("sd"), "-o", str(png)]) == 0
     again = np.asarray(Image.open(png), dtype=np.int16)
     first = np.asarray(Image.open(out / "astronaut_reconstruction.png"), dtype=np.int16)
     assert np.abs(again - first).max() <= 1
@@ -40,7 +40,7 @@ def test_invert_writes_inversion_reconstruction_and_metrics(pipeline_dir, photo,
     (["invert", "{truncated}"], "corrupt or truncated image"),
     (["invert", "{photo}", "--method", "magic"], "unknown method 'magic'; available:"),
     (["invert", "{photo}", "--size", "62"], "image size 62x62 does not fit model"),
-    (["invert", "{photo}", "--steps", "0"], "steps must be between 1 and 1000"),
+    (["invert", "{photo}", "--steps", "0"], "--steps must be at least 1; got 0"),
     (["invert", "{photo}", "--opt", "iters"], "method option 'iters' must look like name=value"),
     (["reconstruct", "{corrupt}"], "is not a readable inversion file"),
 ])
@@ -51,7 +51,7 @@ def test_bad_input_gives_one_line_error(args, message, pipeline_dir, photo, tmp_
     args = [a.format(photo=photo, corrupt=corrupt, truncated=truncated) for a in args]
     if args[0] == "invert":
         args += ["--model", pipeline_dir("sd"), "--steps" if "--steps" not in args else "--dtype", "2" if "--steps" not in args else "float32"]
-    code = main(args + ["-o", str(tmp_path / "o")])
+    code = main(args + ["-o", str(tmp_path / ("o.png" if args[0] == "reconstruct" else "o"))])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and err[0].startswith("inversa: error: ") and message in err[0]

@@ -61,5 +61,5 @@ def test_needs_guidance():
     model = GaussianModel()
     with pytest.raises(InversaError, match="polaris needs classifier-free guidance"):
         invert(model, model.sample_data(1), method="polaris", steps=2)
-    with pytest.raises(InversaError, match="unknown polaris base"):
+    with pytest.raises(InversaError, match="polaris option base must be one of ddim, fixed_point"):
         invert(model, model.sample_data(1), method="polaris", steps=2, guidance=3.0, base="edict")

@@ -143,7 +143,7 @@ def test_ddpm_noise_maps_reconstruct_exactly(tmp_path):
 
 def test_option_errors():
     model = GaussianModel()
-    with pytest.raises(InversaError, match="unknown preciseinv solver 'sgd'"):
+    with pytest.raises(InversaError, match="preciseinv option solver must be one of .*; got 'sgd'"):
         invert(model, model.sample_data(1), method="preciseinv", steps=2, solver="sgd")
     with pytest.raises(InversaError, match="sampler=ddpm needs"):
         invert(GaussianModel(prediction="flow"), model.sample_data(1), method="preciseinv", steps=2, sampler="ddpm")

@@ -59,16 +59,17 @@ def test_caption_words_are_whole_tokens(tmp_path):
 
 def test_train_tiny_saves_a_loadable_pipeline_and_resumes(tmp_path):
     from inversa.cli import main
+    from inversa.tiny import checkpoint
 
     out = str(tmp_path / "run")
     common = ["train-tiny", "-o", out, "--config", "test", "--vae-steps", "2", "--dataset-size", "8",
               "--batch-size", "4", "--vae-batch-size", "2", "--checkpoint-every", "1", "--no-progress"]
     assert main(common + ["--steps", "2"]) == 0
-    assert torch.load(os.path.join(out, "checkpoint-unet.pt"), weights_only=False)["step"] == 2
+    assert checkpoint.load(os.path.join(out, "checkpoint-unet.safetensors"))["step"] == 2
     model = load_model(out)
     assert model.default_size() == 64 and model.vae_scale == 2
     assert main(common + ["--steps", "3", "--resume"]) == 0
-    state = torch.load(os.path.join(out, "checkpoint-unet.pt"), weights_only=False)
+    state = checkpoint.load(os.path.join(out, "checkpoint-unet.safetensors"))
     assert state["step"] == 3 and state["opt"]["state"]  # optimizer moments came back
     info = json.load(open(os.path.join(out, "training.json")))
     assert info["unet"]["steps"] == 3 and info["vae"]["steps"] == 2 and info["prediction"] == "v_prediction"

@@ -6,7 +6,8 @@ import time
 import torch
 from torch import Tensor
 
-from . import samplers
+from . import samplers, validate
+from .consistency import check_inversion
 from .errors import InversaError
 from .methods import get_method
 from .model import Condition, Embeds, Model, Schedule, load_model
@@ -15,6 +16,11 @@ from .result import Inversion
 
 def _as_model(model) -> Model:
     return load_model(model) if isinstance(model, str) else model
+
+
+def image_size(model: Model, size: int | None) -> int | None:
+    """The side images are cropped and resized to: ``None`` -> the model's own size, ``0`` -> keep (CLI and API alike)."""
+    return model.default_size() if size is None else (size or None)
 
 
 def _as_images(image, size: int | None) -> Tensor:
@@ -47,27 +53,31 @@ def invert(model, image, prompt: str | list[str] = "", *, method: str = "precise
     """Find the noise from which ``model`` regenerates ``image`` with ``method``.
 
     ``image`` is a path, a list of paths or a (B, 3, H, W) tensor in [-1, 1] (for the
-    Gaussian oracle: the data itself). Extra keywords configure the method.
+    Gaussian oracle: the data itself). Paths are centre-cropped and resized to ``size``
+    (default: the model's size, as on the command line; 0 keeps the image's own size).
+    Extra keywords configure the method and are checked against its signature.
     """
     model = _as_model(model)
     spec = get_method(method)
-    unknown = set(config) - set(spec.options())
-    if unknown:
-        raise InversaError(f"method {method} has no option {', '.join(sorted(unknown))}; "
-                           f"options: {', '.join(spec.options()) or 'none'}")
-    images = _as_images(image, size)
+    config = validate.method_options(method, config)
+    guidance = validate.guidance(guidance)
+    images = _as_images(image, image_size(model, size))
+    validate.megapixels(*images.shape[-2:], model.device)
     n = images.shape[0]
     prompts = [prompt] * n if isinstance(prompt, str) else list(prompt)
     if len(prompts) != n:
         raise InversaError(f"{len(prompts)} prompts for {n} images")
     z0 = model.encode(images)
-    condition = model.condition(prompts, guidance, negative)
     schedule = model.schedule(steps, spacing, strength, shape=tuple(z0.shape))
+    validate.invertible(model.prediction, schedule)
+    condition = model.condition(prompts, guidance, negative)
     model.nfe = 0
     start = time.perf_counter()
     opts = {"keep_trajectory": keep_trajectory} if "keep_trajectory" in spec.options() else {}
     trace = spec.invert(model, z0, condition, schedule, **opts, **config)
     seconds = time.perf_counter() - start
+    if not torch.isfinite(trace.x_T).all():
+        raise InversaError(f"{method} inversion diverged (x_T holds NaN/inf); try more steps or another method")
     negs = None if condition.uncond is None else ([negative] * n if isinstance(negative, str) else list(negative))
     return Inversion(
         method=method, model=model.name, x_T=trace.x_T.detach(), z0=z0.detach(),
@@ -130,6 +140,7 @@ def guidance_at(state: dict[str, Tensor], t: float):
 def reconstruct(model, inv: Inversion, steps: int | None = None, decode: bool = True) -> Tensor:
     """Regenerate the image (or latent, ``decode=False``) from an inversion; ``steps`` may differ from inversion."""
     model = _as_model(model)
+    check_inversion(model, inv)
     schedule = schedule_of(model, inv, steps)
     condition = condition_of(model, inv)
     with torch.no_grad():

@@ -80,36 +80,58 @@ def run_invert(args) -> int:
     import torch
 
     from . import invert, reconstruct
+    from .api import image_size
     from .images import load_image, save_image
     from .metrics import summary
+    from .outputs import staged, unique_stems
+    from .prompts import prompt_notes
 
     model = open_model(args)
-    size = model.default_size() if args.size is None else (args.size or None)
     notes: list[str] = []
-    images = torch.cat([load_image(path, size, notes) for path in args.images])
-    for note in dict.fromkeys(notes):
-        print(f"note: {note}", file=sys.stderr)
+    images = torch.cat([load_image(path, image_size(model, args.size), notes) for path in args.images])
+    notes += prompt_notes(model, [args.prompt, args.negative])
+    print_notes(notes)
     model.check_size(*images.shape[-2:])
     inv = invert(model, images, args.prompt, method=args.method, steps=args.steps, guidance=args.guidance,
                  negative=args.negative, spacing=args.spacing, strength=args.strength, **parse_options(args.opt))
-    os.makedirs(args.output, exist_ok=True)
-    path = inv.save(os.path.join(args.output, "inversion.safetensors"))
     start = time.perf_counter()
     z_hat = reconstruct(model, inv, steps=args.sample_steps, decode=False)
     recon = model.decode(z_hat)
     metrics = summary(images, recon, inv.z0, z_hat)
     metrics["vae_ceiling_psnr"] = summary(images, model.decode(inv.z0))["psnr"]  # the best any inversion can do
     metrics.update(inv.stats, method=inv.method, steps=inv.num_steps, reconstruct_seconds=time.perf_counter() - start)
-    for k, path_in in enumerate(args.images):
-        stem = os.path.splitext(os.path.basename(path_in))[0]
-        save_image(recon[k], os.path.join(args.output, f"{stem}_reconstruction.png"))
-        save_image(images[k], os.path.join(args.output, f"{stem}_input.png"))
-    with open(os.path.join(args.output, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
+    path = os.path.join(args.output, "inversion.safetensors")
+    with staged() as stage:  # all outputs appear together: an interrupted run leaves none
+        inv.save(stage(path))
+        for k, stem in enumerate(unique_stems(args.images)):
+            save_image(recon[k], stage(os.path.join(args.output, f"{stem}_reconstruction.png")))
+            save_image(images[k], stage(os.path.join(args.output, f"{stem}_input.png")))
+        with open(stage(os.path.join(args.output, "metrics.json")), "w") as f:
+            json.dump(metrics, f, indent=2)
     print(f"{inv.method} {inv.num_steps} steps: psnr {metrics['psnr']:.2f} dB  ssim {metrics['ssim']:.4f}  "
           f"latent_mse {metrics['latent_mse']:.3e}  (vae ceiling {metrics['vae_ceiling_psnr']:.2f} dB)  time {metrics['seconds']:.2f} s  nfe {metrics['nfe']:.0f}  "
           f"alpha_T {metrics['alpha_T']:.3f}  -> {path}")
     return 0
+
+
+def print_notes(notes: list[str]) -> None:
+    """Each distinct note once, as a ``note:`` line on stderr."""
+    for note in dict.fromkeys(notes):
+        print(f"note: {note}", file=sys.stderr)
+
+
+def reconstruction_model(given: str | None, recorded: str) -> str:
+    """The model to reconstruct with: ``--model``, or the embedded one when the inversion names it.
+
+    Any other model path read from an inversion file is not opened unasked: a file
+    from elsewhere must not choose what code and weights get loaded.
+    """
+    if given:
+        return given
+    if os.path.normpath(recorded).endswith(os.path.join("inversa", "tiny", "model")):
+        return default_model()
+    raise InversaError(f"this inversion was made with model {recorded!r}; name the model to reconstruct with "
+                       f"(--model {shlex.quote(recorded)}): a model path read from a file is not opened unasked")
 
 
 def run_reconstruct(args) -> int:
@@ -117,12 +139,14 @@ def run_reconstruct(args) -> int:
     from .images import save_image
 
     inv = Inversion.load(args.inversion)
-    args.model = args.model or inv.model
+    args.model = reconstruction_model(args.model, inv.model)
     model = open_model(args)
+    if model.name != inv.model:
+        print_notes([f"inverted with model {inv.model}, reconstructing with {model.name}"])
     recon = reconstruct(model, inv, steps=args.steps)
     root, ext = os.path.splitext(args.output)
     for k in range(recon.shape[0]):
-        save_image(recon[k], args.output if recon.shape[0] == 1 else f"{root}_{k}{ext or '.png'}")
+        save_image(recon[k], args.output if recon.shape[0] == 1 else f"{root}_{k}{ext}")
     print(f"reconstructed {recon.shape[0]} image(s) with {inv.method} -> {args.output}")
     return 0
 
@@ -137,8 +161,15 @@ def run_methods(args) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """Usage errors in the same one-line form as every other error (exit 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"inversa: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="inversa", description="Precise diffusion inversion for diffusers models.")
+    parser = Parser(prog="inversa", description="Precise diffusion inversion for diffusers models.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("invert", help="invert images, write the inversion, reconstruction and metrics")
@@ -168,10 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.command_line = "inversa " + shlex.join(argv)  # recorded by commands that write provenance
     try:
+        from .validate import arguments
+
+        arguments(args)
         _quiet()
         return args.run(args)
     except InversaError as exc:
-        print(f"inversa: error: {exc}", file=sys.stderr)
+        print(f"inversa: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("inversa: interrupted", file=sys.stderr)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .api import _as_images, _as_model, invert, sample, schedule_of
+from .api import _as_images, _as_model, image_size, invert, sample, schedule_of
 from .attention import Injector, LocalBlend, Timed, injecting, injection_kind, token_columns, word_tokens
 from .errors import InversaError
 from .flowedit import OPTIONS as FLOWEDIT_OPTIONS, flowedit
@@ -170,7 +170,7 @@ def edit(model, image, source_prompt, target_prompt, method: str = "ddim", *, st
     model = _as_model(model)
     if inversion_guidance is None:
         inversion_guidance = guidance if method in GUIDED_INVERSION else 1.0
-    images = _as_images(image, size)
+    images = _as_images(image, image_size(model, size))
     if method == "flowedit":
         if blend is not None or mask is not None:
             raise InversaError("flowedit has no source branch to blend with; a blend or mask needs an inversion method")
@@ -195,13 +195,16 @@ def run(args) -> int:
     import os
     import sys
 
-    from .cli import open_model, parse_options
+    from .cli import open_model, parse_options, print_notes
     from .images import load_image, save_image
     from .metrics import psnr
+    from .outputs import staged
+    from .prompts import prompt_notes
 
     model = open_model(args)
-    size = model.default_size() if args.size is None else (args.size or None)
-    image = load_image(args.image, size)
+    notes: list[str] = []
+    image = load_image(args.image, image_size(model, args.size), notes)
+    print_notes(notes + prompt_notes(model, [args.source_prompt, args.target_prompt, args.negative or ""]))
     result = edit(model, image, args.source_prompt, args.target_prompt, method=args.method, steps=args.steps,
                   guidance=args.guidance, inversion_guidance=args.inversion_guidance, negative=args.negative,
                   cross_replace=args.cross_replace, self_replace=args.self_replace, spacing=args.spacing, full=True,
@@ -212,9 +215,10 @@ def run(args) -> int:
     elif kind == "kv" and args.cross_replace and not args.self_replace:
         print("note: MMDiT transformers have no cross-attention maps; --self-replace F shares the source's "
               "keys and values for the first F of the steps", file=sys.stderr)
-    save_image(result.images[0], args.output)
     root, ext = os.path.splitext(args.output)
-    save_image(result.source[0], f"{root}_source{ext or '.png'}")
+    with staged() as stage:  # the edit and its source branch appear together
+        save_image(result.images[0], stage(args.output))
+        save_image(result.source[0], stage(f"{root}_source{ext}"))
     print(f"{args.method}: '{args.source_prompt}' -> '{args.target_prompt}'  guidance {args.guidance}  "
           f"source-branch psnr {float(psnr(image, result.source)[0]):.2f} dB  -> {args.output}")
     return 0

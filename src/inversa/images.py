@@ -8,14 +8,30 @@ import torch
 from torch import Tensor
 
 from .errors import InversaError
+from .outputs import staged
 
 
 CROPS = ("center", "resize")
+MIN_SIDE = 8  # pixels; smaller images hold too little to invert
 
 
 def load_image(path: str, size: int | None = None, notes: list | None = None) -> Tensor:
-    """Image file -> (1, 3, H, W) tensor in [-1, 1]; ``size`` centre-crops to a square and resizes."""
-    return to_tensor(read_image(path, notes), size)
+    """Image file -> (1, 3, H, W) tensor in [-1, 1]; ``size`` centre-crops to a square and resizes (said in ``notes``)."""
+    arr = read_image(path, notes)
+    if notes is not None and size:
+        notes.extend(sizing_notes(os.path.basename(path), *arr.shape[:2], size))
+    return to_tensor(arr, size)
+
+
+def sizing_notes(name: str, height: int, width: int, size: int) -> list[str]:
+    """What ``to_tensor(..., size)`` with the centre crop does to an image that is not ``size`` x ``size``."""
+    side, out = min(height, width), []
+    if height != width:
+        out.append(f"{name}: {width}x{height} centre-cropped to {side}x{side} "
+                   f"({abs(width - height)} px of its {'width' if width > height else 'height'} cut)")
+    if side < size:
+        out.append(f"{name}: upscaled {size / side:.1f}x from {side}x{side} to {size}x{size}")
+    return out
 
 
 def read_image(path: str, notes: list | None = None) -> np.ndarray:
@@ -31,10 +47,18 @@ def read_image(path: str, notes: list | None = None) -> np.ndarray:
         raise InversaError(f"image file {path} does not exist")
     if os.path.isdir(path):
         raise InversaError(f"{path} is a folder, not an image file")
+    notes = notes if notes is not None else []
     try:
         with Image.open(path) as im:
             im.load()
-            return _to_rgb(im, notes if notes is not None else [])
+            if im.width < MIN_SIDE or im.height < MIN_SIDE:
+                raise InversaError(f"{path} is {im.width}x{im.height} pixels; inversa needs at least {MIN_SIDE} a side")
+            if getattr(im, "n_frames", 1) > 1:
+                notes.append(f"{os.path.basename(path)}: animated image with {im.n_frames} frames; "
+                             "only the first is used")
+            return _to_rgb(im, notes)
+    except Image.DecompressionBombError as exc:
+        raise InversaError(f"{path}: {exc}") from None
     except UnidentifiedImageError:
         raise InversaError(f"{path} is not a readable image (unknown or corrupt format)") from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -92,6 +116,6 @@ def save_image(x: Tensor, path: str) -> str:
 
     x = x[0] if x.ndim == 4 else x
     arr = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    Image.fromarray(arr).save(path)
+    with staged() as stage:
+        Image.fromarray(arr).save(stage(path), format=Image.registered_extensions().get(os.path.splitext(path)[1].lower()))
     return path

@@ -11,9 +11,10 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from .api import _as_images, _as_model, invert, reconstruct
+from .api import _as_images, _as_model, image_size, invert, reconstruct
 from .edit import combine_state
 from .errors import InversaError
+from .validate import fraction
 from .samplers import slerp
 
 
@@ -22,16 +23,17 @@ def interpolate(model, image_a, image_b, alphas=(0.0, 0.25, 0.5, 0.75, 1.0), pro
                 spacing: str | None = None, decode: bool = True, **config) -> Tensor:
     """Frames (len(alphas), 3, H, W) between ``image_a`` (alpha 0) and ``image_b`` (alpha 1)."""
     model = _as_model(model)
-    alphas = [float(a) for a in alphas]
+    alphas = [fraction(a, "alpha") for a in alphas]
     if not alphas:
         raise InversaError("give at least one alpha")
+    size = image_size(model, size)
     images = torch.cat([_as_images(image_a, size), _as_images(image_b, size)])
     if images.shape[0] != 2:
         raise InversaError("interpolate takes exactly one image A and one image B")
     inv = invert(model, images, prompt, method=method, steps=steps, guidance=guidance, spacing=spacing, **config)
     x_a, x_b = inv.x_T[:1], inv.x_T[1:]
     x_T = torch.cat([slerp(x_a, x_b, a) for a in alphas])
-    frames = dataclasses.replace(inv, x_T=x_T, prompts=[prompt] * len(alphas),
+    frames = dataclasses.replace(inv, x_T=x_T, z0=None, trajectory=None, prompts=[prompt] * len(alphas),
                                  negative=None if inv.negative is None else [inv.negative[0]] * len(alphas),
                                  state=combine_state(inv, [(0, 1, a) for a in alphas], method))
     return reconstruct(model, frames, decode=decode)
@@ -40,12 +42,14 @@ def interpolate(model, image_a, image_b, alphas=(0.0, 0.25, 0.5, 0.75, 1.0), pro
 def run(args) -> int:
     import os
 
-    from .cli import open_model, parse_options
+    from .cli import open_model, parse_options, print_notes
     from .images import load_image, save_image
+    from .prompts import prompt_notes
 
     model = open_model(args)
-    size = model.default_size() if args.size is None else (args.size or None)
-    a, b = load_image(args.image_a, size), load_image(args.image_b, size)
+    size, notes = image_size(model, args.size), []
+    a, b = load_image(args.image_a, size, notes), load_image(args.image_b, size, notes)
+    print_notes(notes + prompt_notes(model, [args.prompt]))
     frames = interpolate(model, a, b, args.alpha, args.prompt, method=args.method, steps=args.steps,
                          guidance=args.guidance, **parse_options(args.opt))
     os.makedirs(args.output, exist_ok=True)

@@ -7,7 +7,9 @@ from dataclasses import asdict, dataclass, field
 
 from torch import Tensor
 
+from .consistency import check_metadata
 from .errors import InversaError
+from .outputs import staged
 
 FORMAT = "inversa.inversion/1"
 
@@ -62,11 +64,11 @@ class Inversion:
 
         if os.path.isdir(path) or not path.endswith(".safetensors"):
             path = os.path.join(path, "inversion.safetensors")
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         tensors = {k: getattr(self, k) for k in self.TENSORS if getattr(self, k) is not None}
         tensors.update({f"state.{k}": v for k, v in self.state.items()})
         tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-        save_file(tensors, path, metadata={"inversa": json.dumps(self.metadata())})
+        with staged() as stage:
+            save_file(tensors, stage(path), metadata={"inversa": json.dumps(self.metadata())})
         return path
 
     @classmethod
@@ -89,5 +91,6 @@ class Inversion:
             raise InversaError(f"{path} is not an inversa inversion (format {FORMAT} expected)")
         meta.pop("format")
         meta.pop("state_keys", None)
+        check_metadata(meta, cls, path)
         state = {k[len("state."):]: v for k, v in tensors.items() if k.startswith("state.")}
         return cls(**meta, **{k: tensors.get(k) for k in cls.TENSORS}, state=state)

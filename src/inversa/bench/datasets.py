@@ -45,6 +45,7 @@ class Item:
 class Dataset:
     name: str
     items: list[Item]
+    source: str = ""  # what the images are: builtin:NAME or a folder's real path (part of the config hash)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -219,6 +220,7 @@ def open_dataset(spec: str, captions: str | None = None, limit: int | None = Non
         if name not in BUILTIN:
             raise InversaError(f"unknown built-in dataset {name!r}; available: {', '.join(sorted(BUILTIN))}")
         ds = BUILTIN[name]()
+        ds.source = spec
         if captions:
             caps = read_captions(captions)
             for item in ds.items:
@@ -227,6 +229,7 @@ def open_dataset(spec: str, captions: str | None = None, limit: int | None = Non
         ds = pie_images(spec[4:])
     else:
         ds = folder(spec, captions)
+        ds.source = os.path.realpath(spec)
     if limit:
         ds.items = ds.items[:limit]
     return ds

@@ -6,7 +6,7 @@ import os
 import shutil
 from statistics import mean, pstdev
 
-from .runner import VAE_ROW, safe_name
+from .runner import VAE_ROW, assets_dir, safe_name
 from .store import Store
 
 COLUMNS = (("psnr", "PSNR dB", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"), ("ms_ssim", "MS-SSIM", "{:.4f}"),
@@ -40,10 +40,14 @@ def _label(entry: dict) -> str:
 
 def markdown(entries: list[dict], configs: dict) -> str:
     """The results table headed by the protocol the configs recorded."""
-    protocol = next((c["protocol"] for c in configs.values() if c["method"] != VAE_ROW), {})
+    protocols = [c["protocol"] for c in configs.values() if c["method"] != VAE_ROW]
+    protocol = dict(protocols[0]) if protocols else {}
     lines = ["# inversa benchmark", ""]
     keys = ("model", "dataset", "resolution", "crop", "steps", "sample_steps", "spacing", "t_T", "alpha_T",
             "sigma_T", "guidance", "prompts", "dtype", "device")
+    for k in keys:  # the header states one value only where every config shares it
+        if len({repr(p.get(k)) for p in protocols}) > 1:
+            protocol[k] = "varies by config"
     lines.append("; ".join(f"**{k}** {protocol[k]:.4g}" if isinstance(protocol.get(k), float) and k != "guidance"
                            else f"**{k}** {protocol.get(k)}" for k in keys if k in protocol))
     lines += ["", "| method | config | ok/failed | " + " | ".join(c[1] for c in COLUMNS) + " |",
@@ -60,7 +64,7 @@ def markdown(entries: list[dict], configs: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plots(rows: list[dict], entries: list[dict], out: str) -> list[str]:
+def _plots(rows: list[dict], entries: list[dict], out: str, stage) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -76,7 +80,7 @@ def _plots(rows: list[dict], entries: list[dict], out: str) -> list[str]:
     ax.set_title("PSNR vs time")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "psnr_vs_time.png"), dpi=90)
+    fig.savefig(stage(os.path.join(out, "psnr_vs_time.png")), dpi=90)
     plt.close(fig)
     made.append("psnr_vs_time.png")
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -94,7 +98,7 @@ def _plots(rows: list[dict], entries: list[dict], out: str) -> list[str]:
     if ax.lines:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "residuals.png"), dpi=90)
+    fig.savefig(stage(os.path.join(out, "residuals.png")), dpi=90)
     plt.close(fig)
     made.append("residuals.png")
     return made
@@ -107,13 +111,13 @@ def _pixels(path: str):
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.float64) / 255
 
 
-def _error_map(original, recon: str, path: str) -> None:
+def _error_map(original, recon, path: str) -> None:
     """|original - reconstruction| averaged over channels, magma colour map, scaled to [0, 0.5]."""
     import matplotlib
     import numpy as np
     from PIL import Image
 
-    err = np.clip(np.abs(original - _pixels(recon)).mean(2) / 0.5, 0, 1)
+    err = np.clip(np.abs(original - recon).mean(2) / 0.5, 0, 1)
     rgb = (matplotlib.colormaps["magma"](err)[..., :3] * 255).round().astype(np.uint8)
     Image.fromarray(rgb).save(path)
 
@@ -132,9 +136,73 @@ window.addEventListener('load', function () {
 </script>"""
 
 
+def stored_image(store_path: str, rel) -> str | None:
+    """The file a row names, only if it is a file inside the store's own images folder (else None).
+
+    A store is data: a path in it that leads elsewhere (``/etc/...``, ``../``, a link
+    out) must not make a report read and publish that file.
+    """
+    if not isinstance(rel, str) or not rel:
+        return None
+    root = os.path.realpath(assets_dir(store_path))
+    path = os.path.realpath(os.path.join(os.path.dirname(os.path.abspath(store_path)), rel))
+    return path if os.path.commonpath([path, root]) == root and os.path.isfile(path) else None
+
+
+def _copy_image(src: str | None, dst: str, stage):
+    """Copy a stored PNG into the gallery; its pixels, or None when it is missing or not an image."""
+    if src is None:
+        return None
+    try:
+        pixels = _pixels(src)
+    except (OSError, ValueError):
+        return None
+    shutil.copyfile(src, stage(dst))
+    return pixels
+
+
+def _placeholder(label: str) -> str:
+    return f"<figure class='failed'><figcaption>{html.escape(label)}: image not found in the store</figcaption></figure>"
+
+
+def _gallery_row(store_path: str, image: str, entries: list[dict], by_key: dict, gallery_dir: str, stage) -> str:
+    """One image's gallery row: original, then each method's reconstruction and error map."""
+    first = next((by_key.get((image, e["config_hash"])) for e in entries
+                  if by_key.get((image, e["config_hash"]), {}).get("original")), None)
+    if first is None:
+        err = next((by_key[(image, e["config_hash"])]["error"] for e in entries
+                    if (image, e["config_hash"]) in by_key), "")
+        return f"<h3>{html.escape(image)}</h3><p class='failed'>failed: {html.escape(str(err))}</p>"
+    stem = safe_name(image)
+    original = _copy_image(stored_image(store_path, first["original"]),
+                           os.path.join(gallery_dir, f"{stem}__original.png"), stage)
+    if original is None:
+        return f"<h3>{html.escape(image)}</h3><div class='row'>{_placeholder('original')}</div>"
+    cells = [f"<figure><img src='gallery/{stem}__original.png' alt='original'><figcaption>original"
+             f"</figcaption></figure>"]
+    for e in entries:
+        r = by_key.get((image, e["config_hash"]))
+        if r is None or r["status"] != "ok":
+            cells.append(f"<figure class='failed'><figcaption>{html.escape(_label(e))}: "
+                         f"{'failed' if r else 'not run'}</figcaption></figure>")
+            continue
+        name = f"{stem}__{safe_name(e['method'])}-{e['config_hash'][:8]}"
+        recon = _copy_image(stored_image(store_path, r["recon"]), os.path.join(gallery_dir, name + ".png"), stage)
+        if recon is None or recon.shape != original.shape:
+            cells.append(_placeholder(_label(e)))
+            continue
+        _error_map(original, recon, stage(os.path.join(gallery_dir, name + "_error.png")))
+        psnr = "identical" if r["psnr"] >= 1e8 else f"{r['psnr']:.2f} dB"
+        cells.append(f"<figure><img src='gallery/{name}.png' alt='reconstruction'>"
+                     f"<img src='gallery/{name}_error.png' alt='error map'>"
+                     f"<figcaption>{html.escape(_label(e))}<br>{psnr}</figcaption></figure>")
+    return f"<h3>{html.escape(image)}</h3><div class='row'>{''.join(cells)}</div>"
+
+
 def write_report(store_path: str, out: str, max_images: int = 12) -> dict:
     """Write ``report.md``, ``index.html``, plots and gallery PNGs into ``out``; returns paths and the table."""
     from ..errors import InversaError
+    from ..outputs import staged
 
     if not os.path.isfile(store_path):
         raise InversaError(f"results store {store_path} does not exist")
@@ -142,49 +210,27 @@ def write_report(store_path: str, out: str, max_images: int = 12) -> dict:
         rows, configs = store.rows(), store.configs()
     if not rows:
         raise InversaError(f"results store {store_path} has no rows")
-    os.makedirs(out, exist_ok=True)
+    if any(r["original"] for r in rows) and not os.path.isdir(assets_dir(store_path)):
+        raise InversaError(f"the images of store {store_path} are missing: move {os.path.basename(assets_dir(store_path))}"
+                           " (next to the store) along with it")
     entries = table(rows, configs)
     md = markdown(entries, configs)
-    with open(os.path.join(out, "report.md"), "w", encoding="utf-8") as f:
-        f.write(md)
-    plots = _plots(rows, entries, out)
-    base = os.path.dirname(os.path.abspath(store_path))
     gallery_dir = os.path.join(out, "gallery")
-    os.makedirs(gallery_dir, exist_ok=True)
     images = sorted({r["image"] for r in rows})[:max_images]
     by_key = {(r["image"], r["config_hash"]): r for r in rows}
-    parts = []
-    for image in images:
-        cells = []
-        first = next((by_key.get((image, e["config_hash"])) for e in entries
-                      if by_key.get((image, e["config_hash"]), {}).get("original")), None)
-        if first is None:
-            err = next((by_key[(image, e["config_hash"])]["error"] for e in entries
-                        if (image, e["config_hash"]) in by_key), "")
-            parts.append(f"<h3>{html.escape(image)}</h3><p class='failed'>failed: {html.escape(str(err))}</p>")
-            continue
-        stem = safe_name(image)
-        orig = os.path.join(gallery_dir, f"{stem}__original.png")
-        shutil.copyfile(os.path.join(base, first["original"]), orig)
-        original = _pixels(orig)
-        cells.append(f"<figure><img src='gallery/{stem}__original.png' alt='original'><figcaption>original"
-                     f"</figcaption></figure>")
-        for e in entries:
-            r = by_key.get((image, e["config_hash"]))
-            if r is None or r["status"] != "ok":
-                cells.append(f"<figure class='failed'><figcaption>{html.escape(_label(e))}: "
-                             f"{'failed' if r else 'not run'}</figcaption></figure>")
-                continue
-            name = f"{stem}__{safe_name(e['method'])}-{e['config_hash'][:8]}"
-            shutil.copyfile(os.path.join(base, r["recon"]), os.path.join(gallery_dir, name + ".png"))
-            _error_map(original, os.path.join(gallery_dir, name + ".png"), os.path.join(gallery_dir, name + "_error.png"))
-            psnr = "identical" if r["psnr"] >= 1e8 else f"{r['psnr']:.2f} dB"
-            cells.append(f"<figure><img src='gallery/{name}.png' alt='reconstruction'>"
-                         f"<img src='gallery/{name}_error.png' alt='error map'>"
-                         f"<figcaption>{html.escape(_label(e))}<br>{psnr}</figcaption></figure>")
-        parts.append(f"<h3>{html.escape(image)}</h3><div class='row'>{''.join(cells)}</div>")
-    table_html = _md_table_to_html(md)
-    page = f"""<!DOCTYPE html>
+    with staged() as stage:  # the report's files appear together
+        with open(stage(os.path.join(out, "report.md")), "w", encoding="utf-8") as f:
+            f.write(md)
+        plots = _plots(rows, entries, out, stage)
+        parts = [_gallery_row(store_path, image, entries, by_key, gallery_dir, stage) for image in images]
+        with open(stage(os.path.join(out, "index.html")), "w", encoding="utf-8") as f:
+            f.write(_page(_md_table_to_html(md), plots, parts))
+    return {"markdown": os.path.join(out, "report.md"), "html": os.path.join(out, "index.html"),
+            "plots": plots, "table": entries, "text": md}
+
+
+def _page(table_html: str, plots: list[str], parts: list[str]) -> str:
+    return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>inversa benchmark</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:3px 6px;font-size:13px}} .row{{display:flex;flex-wrap:wrap;gap:8px}}
@@ -200,10 +246,6 @@ display:block}} .failed{{color:#b00}} .plots img{{max-width:48%}}</style></head>
 {CHECK_SCRIPT}
 </body></html>
 """
-    with open(os.path.join(out, "index.html"), "w", encoding="utf-8") as f:
-        f.write(page)
-    return {"markdown": os.path.join(out, "report.md"), "html": os.path.join(out, "index.html"),
-            "plots": plots, "table": entries, "text": md}
 
 
 def _md_table_to_html(md: str) -> str:

@@ -6,6 +6,7 @@ every ``world``-th image (``rank``, ``rank + world``, ...) and writes the shared
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import resource
@@ -21,6 +22,7 @@ from ..api import condition_of, denoise_step, invert, reconstruct, schedule_of
 from ..errors import InversaError
 from ..images import save_image
 from ..methods import get_method
+from ..validate import method_options
 from .datasets import Dataset
 from .store import Store, config_hash
 
@@ -41,11 +43,12 @@ class BenchConfig:
     prompts: str = "empty"  # "empty" (reconstruction protocol) or "captions"
     options: dict[str, dict] = field(default_factory=dict)  # per-method options
     vae_row: bool = True
+    dataset: str = ""  # what the images are (builtin:NAME or a folder's real path)
 
     def keys(self, model) -> list[tuple[str, str, dict]]:
         """(method, config_hash, config) for every row an image gets."""
         base = {"model": model.name, "dtype": str(model.dtype).replace("torch.", ""), "size": self.size,
-                "crop": self.crop}
+                "crop": self.crop, "dataset": self.dataset}
         out = []
         if self.vae_row:
             out.append((VAE_ROW, config_hash({"method": VAE_ROW, **base}), {"method": VAE_ROW, **base}))
@@ -69,11 +72,22 @@ def check_methods(cfg: BenchConfig) -> None:
     for m in cfg.methods:
         if m == VAE_ROW:
             raise InversaError(f"{VAE_ROW} is always benchmarked; do not list it in --methods")
-        spec = get_method(m)
-        unknown = set(cfg.options.get(m, {})) - set(spec.options())
-        if unknown:
-            raise InversaError(f"method {m} has no option {', '.join(sorted(unknown))}; "
-                               f"options: {', '.join(spec.options()) or 'none'}")
+        cfg.options[m] = method_options(m, cfg.options.get(m, {}))
+
+
+SHARED = ("model", "dataset", "data", "resolution", "crop", "dtype")  # one store holds one of each
+
+
+def check_protocol(store: Store, proto: dict, path: str) -> None:
+    """Refuse to add rows that would sit in one table with rows of other images, model or resolution."""
+    for entry in store.configs().values():
+        old = entry["protocol"]
+        differ = [k for k in SHARED if k in old and old[k] != proto[k]]
+        if differ:
+            have = ", ".join(f"{k} {old[k]}" for k in differ)
+            want = ", ".join(f"{k} {proto[k]}" for k in differ)
+            raise InversaError(f"store {path} holds results for {have}; this run is for {want}: "
+                               "write it to another store (-o)")
 
 
 def protocol(model, cfg: BenchConfig, dataset: Dataset) -> dict:
@@ -81,12 +95,15 @@ def protocol(model, cfg: BenchConfig, dataset: Dataset) -> dict:
     sched = model.schedule(cfg.steps, cfg.spacing)
     return {"model": model.name, "family": model.family, "prediction": model.prediction,
             "dtype": str(model.dtype).replace("torch.", ""), "device": str(model.device), "dataset": dataset.name,
+            "data": cfg.dataset or dataset.source,
             "resolution": cfg.size, "crop": cfg.crop, "steps": cfg.steps, "sample_steps": cfg.sample_steps or cfg.steps,
             "spacing": sched.spacing, "guidance": cfg.guidance, "prompts": cfg.prompts, **sched.terminal()}
 
 
 def safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "item"
+    """A file name for ``text``; a short hash keeps names apart that only differ in replaced characters."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "item"
+    return name if name == text else f"{name}-{hashlib.sha1(text.encode()).hexdigest()[:6]}"
 
 
 def assets_dir(store_path: str) -> str:
@@ -145,14 +162,16 @@ def run(model, dataset: Dataset, store_path: str, cfg: BenchConfig, *, rank: int
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     check_methods(cfg)
+    cfg.dataset = cfg.dataset or dataset.source
     keys = cfg.keys(model)
     summary = RunSummary()
     assets = assets_dir(store_path)
     with Store(store_path) as store:
         proto = protocol(model, cfg, dataset)
+        check_protocol(store, proto, store_path)
         for method, chash, config in keys:
             store.add_config(chash, method, config, proto if method != VAE_ROW else
-                             {k: proto[k] for k in ("model", "family", "dtype", "device", "dataset", "resolution",
+                             {k: proto[k] for k in ("model", "family", "dtype", "device", "dataset", "data", "resolution",
                                                     "crop")})
         done = store.done()
         items = dataset.items[rank::world]
@@ -169,8 +188,8 @@ def run(model, dataset: Dataset, store_path: str, cfg: BenchConfig, *, rank: int
             except InversaError as exc:
                 log(f"bench: {item.id} failed to load: {exc}")
                 for m, h in todo:
-                    store.write({**base, "method": m, "config_hash": h, "status": "failed", "error": str(exc)})
-                    summary.failed += 1
+                    summary.failed += store.write({**base, "method": m, "config_hash": h, "status": "failed",
+                                                   "error": str(exc)})
                 continue
             original = os.path.relpath(save_image(image, os.path.join(folder, "original.png")),
                                        os.path.dirname(os.path.abspath(store_path)))
@@ -188,8 +207,9 @@ def run(model, dataset: Dataset, store_path: str, cfg: BenchConfig, *, rank: int
                     row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
                     log(f"bench: {item.id} / {m} failed: {row['error']}\n{traceback.format_exc(limit=3)}")
                     summary.failed += 1
-                store.write(row)
-                summary.written += 1
+                new = store.write(row)  # False: another worker wrote it meanwhile
+                summary.written += new
+                summary.skipped += not new
     return summary
 
 

@@ -14,6 +14,8 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
+from ..errors import InversaError
+
 METRICS = ("psnr", "ssim", "ms_ssim", "latent_mse", "lpips", "seconds", "total_seconds", "nfe", "iters",
            "peak_mem_mb")
 COLUMNS = ("image", "method", "config_hash", "status", "error", *METRICS, "residuals", "original", "recon",
@@ -44,9 +46,13 @@ class Store:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)) or ".", exist_ok=True)
         self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         self.db.row_factory = sqlite3.Row
-        self._retry(lambda: self.db.execute("PRAGMA journal_mode=WAL"))
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self._retry(lambda: self.db.executescript(SCHEMA))
+        try:
+            self._retry(lambda: self.db.execute("PRAGMA journal_mode=WAL"))
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self._retry(lambda: self.db.executescript(SCHEMA))
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise InversaError(f"{self.path} is not a usable results store ({exc})") from None
 
     @staticmethod
     def _retry(fn, tries: int = 20):

@@ -46,6 +46,9 @@ def load_model(name_or_path: str, dtype: str | torch.dtype = "float32", device: 
     """Load any supported diffusers pipeline with ``from_pretrained`` (hub id or local folder)."""
     from diffusers import DiffusionPipeline
 
+    from ..validate import device as check_device
+
+    check_device(device)
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise InversaError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
@@ -62,6 +65,9 @@ def load_model(name_or_path: str, dtype: str | torch.dtype = "float32", device: 
     except Exception as exc:  # noqa: BLE001 - diffusers raises many types; the user needs one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InversaError(f"cannot load model {name_or_path!r}: {first}") from exc
+    if not hasattr(pipe, "encode_prompt"):
+        raise InversaError(f"unsupported pipeline {type(pipe).__name__} in {name_or_path} (no text encoder); "
+                           f"supported: {SUPPORTED}")
     if device:
         pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)

@@ -9,6 +9,7 @@ iterations), and ``anderson`` acceleration (type II, per sample).
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -91,8 +92,8 @@ def _select(condition, idx):
 
 @register("fixed_point", cost="K NFE per step (K = iters, early stop on tol)")
 @torch.no_grad()
-def invert(model, z0, condition, schedule, *, iters: int = 10, tol: float = 1e-10, variant: str = "anderson",
-           depth: int = 4, average_from: int = 1, keep_trajectory: bool = True):
+def invert(model, z0, condition, schedule, *, iters: int = 10, tol: float = 1e-10,
+           variant: Literal[VARIANTS] = "anderson", depth: int = 4, average_from: int = 1, keep_trajectory: bool = True):
     """Fixed-point iteration per step, plain / averaged (ReNoise) / Anderson-accelerated."""
     x, states, steps = z0, [z0], []
     per_nfe = 2 if condition.guided else 1

@@ -10,13 +10,14 @@ per sample in ``state['guidance_w']`` keyed by ``state['guidance_t']``, which
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 import torch
 
 from .. import samplers
 from ..errors import InversaError
 from . import Trace, backwards, register
-from .fixed_point import solve_step
+from .fixed_point import VARIANTS, solve_step
 
 BASES = ("ddim", "fixed_point")
 
@@ -35,8 +36,8 @@ def polaris_scale(u, c, prev_u, prev_c, low: float = 0.0, high: float = 15.0, ti
 
 @register("polaris", cost="base cost (+1 NFE per step with base=fixed_point)")
 @torch.no_grad()
-def invert(model, z0, condition, schedule, *, base: str = "ddim", iters: int = 10, tol: float = 1e-10,
-           variant: str = "anderson", depth: int = 4, w_max: float = 15.0, keep_trajectory: bool = True):
+def invert(model, z0, condition, schedule, *, base: Literal[BASES] = "ddim", iters: int = 10, tol: float = 1e-10,
+           variant: Literal[VARIANTS] = "anderson", depth: int = 4, w_max: float = 15.0, keep_trajectory: bool = True):
     """CFG inversion with the per-step guidance scale that cancels the naive step's error (POLARIS)."""
     if base not in BASES:
         raise InversaError(f"unknown polaris base {base!r}; expected one of {', '.join(BASES)}")

@@ -1,6 +1,6 @@
 """``inversa train-tiny``: train the embedded text-to-image model on CPU.
 
-Two stages, both resumable from ``OUTPUT/checkpoint-*.pt``:
+Two stages, both resumable from ``OUTPUT/checkpoint-*.safetensors`` (safetensors + JSON, never pickles):
 1. a tiny AutoencoderKL (one downsampling, 64x64 -> 4x32x32) on shapes mixed with
    random crops of the photos bundled with scikit-image / scikit-learn, so it also
    reconstructs real photos;
@@ -20,7 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import shapes
+from . import checkpoint, shapes
+from ..outputs import write_text
 from .vocab import make_tokenizer
 
 # The default UNet goes down to 4x4 latent cells, so the caption's layout words can act on the whole image
@@ -112,12 +113,6 @@ def _to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 # checkpoints --------------------------------------------------------------------
-def _save_ckpt(path: str, state: dict) -> None:
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
 def _log(output: str, stage: str, step: int, loss: float, seconds: float) -> None:
     with open(os.path.join(output, "losses.csv"), "a") as f:
         f.write(f"{stage},{step},{loss:.6f},{seconds:.1f}\n")
@@ -132,11 +127,11 @@ def train_vae(vae, output: str, steps: int, minutes: float | None, batch: int, s
     """Reconstruction (L1 + MSE) + tiny KL on half shapes, half photo crops."""
     from tqdm.auto import tqdm
 
-    ckpt = os.path.join(output, "checkpoint-vae.pt")
+    ckpt = os.path.join(output, "checkpoint-vae.safetensors")
     opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
     step, spent = 0, 0.0
     if resume and os.path.exists(ckpt):
-        st = torch.load(ckpt, weights_only=False)
+        st = checkpoint.load(ckpt)
         vae.load_state_dict(st["model"]), opt.load_state_dict(st["opt"])
         step, spent = st["step"], st["seconds"]
         if st.get("done"):
@@ -165,11 +160,11 @@ def train_vae(vae, output: str, steps: int, minutes: float | None, batch: int, s
         if step % log_every == 0:
             _log(output, "vae", step, loss_v, spent + time.time() - start)
         if step % every == 0:
-            _save_ckpt(ckpt, dict(model=vae.state_dict(), opt=opt.state_dict(), step=step,
+            checkpoint.save(ckpt, dict(model=vae.state_dict(), opt=opt.state_dict(), step=step,
                                   seconds=spent + time.time() - start))
     bar.close()
     seconds = spent + time.time() - start
-    _save_ckpt(ckpt, dict(model=vae.state_dict(), opt=opt.state_dict(), step=step, seconds=seconds, done=True))
+    checkpoint.save(ckpt, dict(model=vae.state_dict(), opt=opt.state_dict(), step=step, seconds=seconds, done=True))
     vae.eval()
     return dict(steps=step, seconds=seconds, loss=loss_v)
 
@@ -195,13 +190,13 @@ def train_unet(unet, text, tok, sched, latents, output: str, steps: int, minutes
     from tqdm.auto import tqdm
 
     mean, std, captions, scale = latents
-    ckpt = os.path.join(output, "checkpoint-unet.pt")
+    ckpt = os.path.join(output, "checkpoint-unet.safetensors")
     params = list(unet.parameters()) + list(text.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     ema = {"unet": copy.deepcopy(unet).requires_grad_(False), "text": copy.deepcopy(text).requires_grad_(False)}
     step, spent = 0, 0.0
     if resume and os.path.exists(ckpt):
-        st = torch.load(ckpt, weights_only=False)
+        st = checkpoint.load(ckpt)
         unet.load_state_dict(st["unet"]), text.load_state_dict(st["text"]), opt.load_state_dict(st["opt"])
         ema["unet"].load_state_dict(st["ema_unet"]), ema["text"].load_state_dict(st["ema_text"])
         step, spent = st["step"], st["seconds"]
@@ -255,10 +250,10 @@ def train_unet(unet, text, tok, sched, latents, output: str, steps: int, minutes
         if step % log_every == 0:
             _log(output, "unet", step, loss_v, spent + time.time() - start)
         if step % every == 0:
-            _save_ckpt(ckpt, state(spent + time.time() - start))
+            checkpoint.save(ckpt, state(spent + time.time() - start))
     bar.close()
     seconds = spent + time.time() - start
-    _save_ckpt(ckpt, state(seconds, done=True))
+    checkpoint.save(ckpt, state(seconds, done=True))
     unet.load_state_dict(ema["unet"].state_dict()), text.load_state_dict(ema["text"].state_dict())
     unet.eval(), text.eval()
     return dict(steps=step, seconds=seconds, loss=loss_v)
@@ -276,6 +271,8 @@ def train(output: str, steps: int = 4000, minutes: float | None = None, vae_step
     from diffusers import StableDiffusionPipeline
 
     os.makedirs(output, exist_ok=True)
+    if resume:
+        checkpoint.refuse_pickles(output)
     if not resume and os.path.exists(os.path.join(output, "losses.csv")):
         os.remove(os.path.join(output, "losses.csv"))
     vae, unet, text, tok, sched = build_parts(config, seed, prediction)
@@ -294,8 +291,7 @@ def train(output: str, steps: int = 4000, minutes: float | None = None, vae_step
     commands = json.load(open(info_path)).get("commands", []) if resume and os.path.exists(info_path) else []
     info = dict(commands=commands + ([command] if command else []), config=config, prediction=prediction, seed=seed, batch_size=batch_size, dataset_size=dataset_size, scaling_factor=scale,
                 vae=v, unet=u, device=device, torch_threads=torch.get_num_threads())
-    with open(info_path, "w") as f:
-        json.dump(info, f, indent=2)
+    write_text(info_path, json.dumps(info, indent=2))
     return output
 
 
@@ -333,7 +329,7 @@ def add_command(subparsers) -> None:
     p.add_argument("--prediction", default="v_prediction", choices=["v_prediction", "epsilon"],
                    help="what the UNet predicts (v weighs the noisy, layout-deciding steps more)")
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint-*.pt")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint-*.safetensors")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu (default), cuda, ...")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
