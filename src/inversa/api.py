@@ -43,11 +43,14 @@ def schedule_of(model: Model, inv: Inversion, steps: int | None = None) -> Sched
 
 def invert(model, image, prompt: str | list[str] = "", *, method: str = "ddim", steps: int = 50,
            guidance: float = 1.0, negative: str | list[str] | None = "", spacing: str | None = None,
-           strength: float = 1.0, size: int | None = None, keep_trajectory: bool = False, **config) -> Inversion:
+           strength: float = 1.0, size: int | None = None, keep_trajectory: bool = False,
+           decoder_inversion: bool | dict = False, **config) -> Inversion:
     """Find the noise from which ``model`` regenerates ``image`` with ``method``.
 
     ``image`` is a path, a list of paths or a (B, 3, H, W) tensor in [-1, 1] (for the
     Gaussian oracle: the data itself). Extra keywords configure the method.
+    ``decoder_inversion`` (True or options of :func:`inversa.decoder.invert_decoder`) first
+    replaces ``E(x)`` by a latent that decodes closer to the image, lifting the VAE ceiling.
     """
     model = _as_model(model)
     spec = get_method(method)
@@ -61,6 +64,12 @@ def invert(model, image, prompt: str | list[str] = "", *, method: str = "ddim", 
     if len(prompts) != n:
         raise InversaError(f"{len(prompts)} prompts for {n} images")
     z0 = model.encode(images)
+    decoder_stats = {}
+    if decoder_inversion is not False and decoder_inversion is not None:
+        from . import decoder
+
+        found = decoder.invert_decoder(model, images, z0, **decoder.options(decoder_inversion))
+        z0, decoder_stats = found.z, found.stats()
     condition = model.condition(prompts, guidance, negative)
     schedule = model.schedule(steps, spacing, strength)
     model.nfe = 0
@@ -75,7 +84,7 @@ def invert(model, image, prompt: str | list[str] = "", *, method: str = "ddim", 
         prompts=prompts, negative=negs, guidance=float(guidance), spacing=schedule.spacing, family=model.family,
         prediction=model.prediction, config={k: v for k, v in config.items()}, state=trace.state,
         trajectory=torch.stack(trace.trajectory).detach() if keep_trajectory and trace.trajectory else None,
-        steps=trace.steps, stats={"seconds": seconds, "nfe": model.nfe / n, **schedule.terminal()},
+        steps=trace.steps, stats={"seconds": seconds, "nfe": model.nfe / n, **schedule.terminal(), **decoder_stats},
         image_size=list(images.shape[-2:]))
 
 
