@@ -80,6 +80,10 @@ def add_invert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strength", type=float, default=1.0, help="partial inversion: fraction of the steps to invert")
     p.add_argument("--size", type=int, default=None, help="centre-crop and resize to SIZE (default: model's size; 0 keeps)")
     p.add_argument("--opt", action="append", metavar="NAME=VALUE", help="method option, repeatable")
+    add_decoder_args(p)
+
+
+def add_decoder_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decoder-inversion", action="store_true",
                    help="first fit a latent whose decoding matches the image (lifts the VAE ceiling)")
     p.add_argument("--decoder-opt", action="append", metavar="NAME=VALUE",

@@ -129,17 +129,18 @@ def run(args) -> int:
     import os
     import sys
 
-    from .cli import open_model, parse_options
+    from .cli import decoder_request, open_model, parse_options
     from .images import load_image, save_image
     from .metrics import psnr
 
+    decoder_inversion = decoder_request(args)
     model = open_model(args)
     size = model.default_size() if args.size is None else (args.size or None)
     image = load_image(args.image, size)
     result = edit(model, image, args.source_prompt, args.target_prompt, method=args.method, steps=args.steps,
                   guidance=args.guidance, inversion_guidance=args.inversion_guidance, negative=args.negative,
                   cross_replace=args.cross_replace, self_replace=args.self_replace, spacing=args.spacing, full=True,
-                  **parse_options(args.opt))
+                  decoder_inversion=decoder_inversion, **parse_options(args.opt))
     if (args.cross_replace or args.self_replace) and not supports_injection(model):
         print("note: attention injection needs a UNet model; edited without it", file=sys.stderr)
     save_image(result.images[0], args.output)
@@ -151,7 +152,7 @@ def run(args) -> int:
 
 
 def add_command(sub) -> None:
-    from .cli import add_model_args
+    from .cli import add_decoder_args, add_model_args
 
     p = sub.add_parser("edit", help="edit an image from a source prompt to a target prompt",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -170,5 +171,6 @@ def add_command(sub) -> None:
     p.add_argument("--spacing", default=None)
     p.add_argument("--size", type=int, default=None)
     p.add_argument("--opt", action="append", metavar="NAME=VALUE", help="method option, repeatable")
+    add_decoder_args(p)
     p.add_argument("--output", "-o", default="edited.png", help="edited image (source branch beside it)")
     p.set_defaults(run=run)
