@@ -129,15 +129,18 @@ def run(args) -> tuple[dict, list[Task], dict]:
             start = time.perf_counter()
             rt = model.decode(model.encode(task.image))
             rows["vae round trip (ceiling)"].append({**score(task, rt, rt), "seconds": time.perf_counter() - start})
+    stages = [("", {})] + ([(" + decoder inversion", {"decoder_inversion": True})] if args.decoder_inversion else [])
     for method in args.methods:
-        rows[method], images[method] = [], []
-        for task in tqdm(work, desc=method, leave=False):
-            start = time.perf_counter()
-            res = edit(model, task.image, task.caption, task.target, method=method, steps=args.steps,
-                       guidance=args.guidance, cross_replace=args.cross_replace, full=True,
-                       **METHOD_OPTS.get(method, {}))
-            rows[method].append({**score(task, res.images, res.source), "seconds": time.perf_counter() - start})
-            images[method].append(res.images[0])
+        for suffix, extra in stages:
+            label = method + suffix
+            rows[label], images[label] = [], []
+            for task in tqdm(work, desc=label, leave=False):
+                start = time.perf_counter()
+                res = edit(model, task.image, task.caption, task.target, method=method, steps=args.steps,
+                           guidance=args.guidance, cross_replace=args.cross_replace, full=True,
+                           **METHOD_OPTS.get(method, {}), **extra)
+                rows[label].append({**score(task, res.images, res.source), "seconds": time.perf_counter() - start})
+                images[label].append(res.images[0])
     config = {k: v for k, v in vars(args).items() if k != "out"}
     return {"config": config, "tasks": [[t.caption, t.target] for t in work], "results": rows}, work, images
 
@@ -195,6 +198,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--guidance", type=float, default=7.5)
     p.add_argument("--cross-replace", type=float, default=0.4)
+    p.add_argument("--decoder-inversion", action="store_true",
+                   help="also run every method with decoder inversion (inversa.decoder) before inverting")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--seed", type=int, default=1, help="shapes seed (the embedded model trained on seed 0)")
     p.add_argument("--threads", type=int, default=None)

@@ -49,13 +49,16 @@ def schedule_of(model: Model, inv: Inversion, steps: int | None = None) -> Sched
 
 def invert(model, image, prompt: str | list[str] = "", *, method: str = "preciseinv", steps: int = 50,
            guidance: float = 1.0, negative: str | list[str] | None = "", spacing: str | None = None,
-           strength: float = 1.0, size: int | None = None, keep_trajectory: bool = False, **config) -> Inversion:
+           strength: float = 1.0, size: int | None = None, keep_trajectory: bool = False,
+           decoder_inversion: bool | dict = False, **config) -> Inversion:
     """Find the noise from which ``model`` regenerates ``image`` with ``method``.
 
     ``image`` is a path, a list of paths or a (B, 3, H, W) tensor in [-1, 1] (for the
     Gaussian oracle: the data itself). Paths are centre-cropped and resized to ``size``
     (default: the model's size, as on the command line; 0 keeps the image's own size).
     Extra keywords configure the method and are checked against its signature.
+    ``decoder_inversion`` (True or options of :func:`inversa.decoder.invert_decoder`) first
+    replaces ``E(x)`` by a latent that decodes closer to the image, lifting the VAE ceiling.
     """
     model = _as_model(model)
     spec = get_method(method)
@@ -70,6 +73,12 @@ def invert(model, image, prompt: str | list[str] = "", *, method: str = "precise
     z0 = model.encode(images)
     schedule = model.schedule(steps, spacing, strength, shape=tuple(z0.shape))
     validate.invertible(model.prediction, schedule)
+    decoder_stats = {}
+    if decoder_inversion is not False and decoder_inversion is not None:
+        from . import decoder
+
+        found = decoder.invert_decoder(model, images, z0, **decoder.options(decoder_inversion))
+        z0, decoder_stats = found.z, found.stats()
     condition = model.condition(prompts, guidance, negative)
     model.nfe = 0
     start = time.perf_counter()
@@ -85,7 +94,7 @@ def invert(model, image, prompt: str | list[str] = "", *, method: str = "precise
         prompts=prompts, negative=negs, guidance=float(guidance), spacing=schedule.spacing, family=model.family,
         prediction=model.prediction, config={k: v for k, v in config.items()}, state=trace.state,
         trajectory=torch.stack(trace.trajectory).detach() if keep_trajectory and trace.trajectory else None,
-        steps=trace.steps, stats={"seconds": seconds, "nfe": model.nfe / n, **schedule.terminal()},
+        steps=trace.steps, stats={"seconds": seconds, "nfe": model.nfe / n, **schedule.terminal(), **decoder_stats},
         image_size=list(images.shape[-2:]))
 
 

@@ -195,12 +195,13 @@ def run(args) -> int:
     import os
     import sys
 
-    from .cli import open_model, parse_options, print_notes
+    from .cli import decoder_request, open_model, parse_options, print_notes
     from .images import load_image, save_image
     from .metrics import psnr
     from .outputs import staged
     from .prompts import prompt_notes
 
+    decoder_inversion = decoder_request(args)
     model = open_model(args)
     notes: list[str] = []
     image = load_image(args.image, image_size(model, args.size), notes)
@@ -208,7 +209,7 @@ def run(args) -> int:
     result = edit(model, image, args.source_prompt, args.target_prompt, method=args.method, steps=args.steps,
                   guidance=args.guidance, inversion_guidance=args.inversion_guidance, negative=args.negative,
                   cross_replace=args.cross_replace, self_replace=args.self_replace, spacing=args.spacing, full=True,
-                  **parse_options(args.opt))
+                  decoder_inversion=decoder_inversion, **parse_options(args.opt))
     kind = "flowedit" if args.method == "flowedit" else injection_kind(model)
     if kind is None and (args.cross_replace or args.self_replace):
         print("note: attention injection needs a UNet or MMDiT model; edited without it", file=sys.stderr)
@@ -225,7 +226,7 @@ def run(args) -> int:
 
 
 def add_command(sub) -> None:
-    from .cli import add_model_args
+    from .cli import add_decoder_args, add_model_args
 
     p = sub.add_parser("edit", help="edit an image from a source prompt to a target prompt",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -245,5 +246,6 @@ def add_command(sub) -> None:
     p.add_argument("--spacing", default=None)
     p.add_argument("--size", type=int, default=None)
     p.add_argument("--opt", action="append", metavar="NAME=VALUE", help="method option, repeatable")
+    add_decoder_args(p)
     p.add_argument("--output", "-o", default="edited.png", help="edited image (source branch beside it)")
     p.set_defaults(run=run)

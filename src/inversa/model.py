@@ -132,7 +132,7 @@ class Model:
     def encode(self, images: Tensor) -> Tensor:
         return images
 
-    def decode(self, latents: Tensor) -> Tensor:
+    def decode(self, latents: Tensor, grad: bool = False) -> Tensor:
         return latents
 
     def check_size(self, height: int, width: int) -> None:

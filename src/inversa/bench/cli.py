@@ -24,6 +24,9 @@ def add_command(sub) -> None:
     p.add_argument("--crop", choices=("center", "resize"), default="center",
                    help="center: centred square crop then resize; resize: squash without cropping")
     p.add_argument("--opt", action="append", metavar="METHOD:NAME=VALUE", help="method option, repeatable")
+    p.add_argument("--decoder-inversion", choices=("off", "on", "both"), default="off",
+                   help="decoder inversion stage: both = every method with and without it (adds the decoder ceiling row)")
+    p.add_argument("--decoder-opt", action="append", metavar="NAME=VALUE", help="decoder inversion option, repeatable")
     p.add_argument("--lpips-weights", default=None,
                    help="local LPIPS-AlexNet weights (file or folder); env INVERSA_LPIPS_WEIGHTS also works")
     p.add_argument("--output", "-o", default="bench/results.sqlite", help="results store (SQLite)")
@@ -70,7 +73,7 @@ def _distributed():
 def run_bench(args) -> int:
     import torch
 
-    from ..cli import open_model
+    from ..cli import open_model, parse_options
     from ..metrics import load_lpips
     from .datasets import open_dataset
     from .report import markdown, table
@@ -86,7 +89,8 @@ def run_bench(args) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     cfg = BenchConfig(methods, steps=args.steps, sample_steps=args.sample_steps, spacing=args.spacing,
                       guidance=args.guidance, crop=args.crop, prompts=args.prompts,
-                      options=_options(args.opt, methods))
+                      options=_options(args.opt, methods), decoder=args.decoder_inversion,
+                      decoder_options=parse_options(args.decoder_opt))
     check_methods(cfg)
     dataset = open_dataset(args.data, args.captions, args.limit)
     model = open_model(args)

@@ -6,7 +6,7 @@ import os
 import shutil
 from statistics import mean, pstdev
 
-from .runner import VAE_ROW, assets_dir, safe_name
+from .runner import CEILINGS, assets_dir, safe_name
 from .store import Store
 
 COLUMNS = (("psnr", "PSNR dB", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"), ("ms_ssim", "MS-SSIM", "{:.4f}"),
@@ -21,7 +21,7 @@ def table(rows: list[dict], configs: dict) -> list[dict]:
     for r in rows:
         groups.setdefault((r["method"], r["config_hash"]), []).append(r)
     out = []
-    for (method, chash), rs in sorted(groups.items(), key=lambda kv: (kv[0][0] != VAE_ROW, kv[0])):
+    for (method, chash), rs in sorted(groups.items(), key=lambda kv: (kv[0][0] not in CEILINGS, kv[0])):
         ok = [r for r in rs if r["status"] == "ok"]
         entry = {"method": method, "config_hash": chash, "images": len(rs), "ok": len(ok),
                  "failed": len(rs) - len(ok), "config": configs.get(chash, {}).get("config", {})}
@@ -35,12 +35,13 @@ def table(rows: list[dict], configs: dict) -> list[dict]:
 def _label(entry: dict) -> str:
     opts = entry["config"].get("options") or {}
     extra = ",".join(f"{k}={v}" for k, v in sorted(opts.items()))
-    return entry["method"] + (f" ({extra})" if extra else "")
+    decoder = " + decoder inversion" if "decoder_inversion" in entry["config"] and entry["method"] not in CEILINGS else ""
+    return entry["method"] + decoder + (f" ({extra})" if extra else "")
 
 
 def markdown(entries: list[dict], configs: dict) -> str:
     """The results table headed by the protocol the configs recorded."""
-    protocols = [c["protocol"] for c in configs.values() if c["method"] != VAE_ROW]
+    protocols = [c["protocol"] for c in configs.values() if c["method"] not in CEILINGS]
     protocol = dict(protocols[0]) if protocols else {}
     lines = ["# inversa benchmark", ""]
     keys = ("model", "dataset", "resolution", "crop", "steps", "sample_steps", "spacing", "t_T", "alpha_T",
@@ -59,7 +60,8 @@ def markdown(entries: list[dict], configs: dict) -> str:
             cells.append("-" if v is None else fmt.format(v[0]) + (f" ± {fmt.format(v[1])}" if e["ok"] > 1 and
                                                                      key in ("psnr", "ssim", "ms_ssim") else ""))
         lines.append(f"| {_label(e)} | {e['config_hash'][:8]} | {e['ok']}/{e['failed']} | " + " | ".join(cells) + " |")
-    lines += ["", "vae_roundtrip = decode(encode(x)): the ceiling of any latent inversion. Times are inversion wall "
+    lines += ["", "vae_roundtrip = decode(encode(x)): the ceiling of any inversion of E(x); vae_decoder_inverted = "
+              "decode(z) with z fitted to the image (inversa.decoder), the ceiling with --decoder-inversion. Times are inversion wall "
               "time per image; peak MB is GPU peak allocation, or on CPU the process's peak resident set."]
     return "\n".join(lines) + "\n"
 

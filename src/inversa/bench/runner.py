@@ -27,6 +27,9 @@ from .datasets import Dataset
 from .store import Store, config_hash
 
 VAE_ROW = "vae_roundtrip"
+DECODER_ROW = "vae_decoder_inverted"
+CEILINGS = (VAE_ROW, DECODER_ROW)
+DECODER_MODES = ("off", "on", "both")
 
 
 @dataclass
@@ -43,20 +46,30 @@ class BenchConfig:
     prompts: str = "empty"  # "empty" (reconstruction protocol) or "captions"
     options: dict[str, dict] = field(default_factory=dict)  # per-method options
     vae_row: bool = True
+<<<<<<< HEAD
     dataset: str = ""  # what the images are (builtin:NAME or a folder's real path)
+=======
+    decoder: str = "off"  # decoder inversion: off, on, or both (each method with and without)
+    decoder_options: dict = field(default_factory=dict)
+>>>>>>> i19
 
     def keys(self, model) -> list[tuple[str, str, dict]]:
         """(method, config_hash, config) for every row an image gets."""
         base = {"model": model.name, "dtype": str(model.dtype).replace("torch.", ""), "size": self.size,
                 "crop": self.crop, "dataset": self.dataset}
         out = []
-        if self.vae_row:
-            out.append((VAE_ROW, config_hash({"method": VAE_ROW, **base}), {"method": VAE_ROW, **base}))
-        for m in self.methods:
-            cfg = {"method": m, **base, "steps": self.steps, "sample_steps": self.sample_steps or self.steps,
-                   "spacing": self.spacing, "guidance": self.guidance, "prompts": self.prompts,
-                   "options": self.options.get(m, {})}
+        decoder = [{"decoder_inversion": dict(self.decoder_options)}]
+        uses = {"off": [{}], "on": decoder, "both": [{}] + decoder}[self.decoder]
+        ceilings = ([(VAE_ROW, {})] if self.vae_row else []) + ([(DECODER_ROW, decoder[0])] if decoder[0] in uses else [])
+        for m, extra in ceilings:
+            cfg = {"method": m, **base, **extra}
             out.append((m, config_hash(cfg), cfg))
+        for m in self.methods:
+            for extra in uses:
+                cfg = {"method": m, **base, "steps": self.steps, "sample_steps": self.sample_steps or self.steps,
+                       "spacing": self.spacing, "guidance": self.guidance, "prompts": self.prompts,
+                       "options": self.options.get(m, {}), **extra}
+                out.append((m, config_hash(cfg), cfg))
         return out
 
 
@@ -69,7 +82,13 @@ class RunSummary:
 
 def check_methods(cfg: BenchConfig) -> None:
     """Fail before any work on unknown methods or options."""
+    if cfg.decoder not in DECODER_MODES:
+        raise InversaError(f"decoder inversion mode {cfg.decoder!r}: expected one of {', '.join(DECODER_MODES)}")
+    from ..decoder import options
+
+    options(cfg.decoder_options)
     for m in cfg.methods:
+<<<<<<< HEAD
         if m == VAE_ROW:
             raise InversaError(f"{VAE_ROW} is always benchmarked; do not list it in --methods")
         cfg.options[m] = method_options(m, cfg.options.get(m, {}))
@@ -88,6 +107,15 @@ def check_protocol(store: Store, proto: dict, path: str) -> None:
             want = ", ".join(f"{k} {proto[k]}" for k in differ)
             raise InversaError(f"store {path} holds results for {have}; this run is for {want}: "
                                "write it to another store (-o)")
+=======
+        if m in CEILINGS:
+            raise InversaError(f"{m} is a ceiling row, added by the benchmark itself; do not list it in --methods")
+        spec = get_method(m)
+        unknown = set(cfg.options.get(m, {})) - set(spec.options())
+        if unknown:
+            raise InversaError(f"method {m} has no option {', '.join(sorted(unknown))}; "
+                               f"options: {', '.join(spec.options()) or 'none'}")
+>>>>>>> i19
 
 
 def protocol(model, cfg: BenchConfig, dataset: Dataset) -> dict:
@@ -170,8 +198,13 @@ def run(model, dataset: Dataset, store_path: str, cfg: BenchConfig, *, rank: int
         proto = protocol(model, cfg, dataset)
         check_protocol(store, proto, store_path)
         for method, chash, config in keys:
+<<<<<<< HEAD
             store.add_config(chash, method, config, proto if method != VAE_ROW else
                              {k: proto[k] for k in ("model", "family", "dtype", "device", "dataset", "data", "resolution",
+=======
+            store.add_config(chash, method, config, proto if method not in CEILINGS else
+                             {k: proto[k] for k in ("model", "family", "dtype", "device", "dataset", "resolution",
+>>>>>>> i19
                                                     "crop")})
         done = store.done()
         items = dataset.items[rank::world]
@@ -194,10 +227,11 @@ def run(model, dataset: Dataset, store_path: str, cfg: BenchConfig, *, rank: int
             original = os.path.relpath(save_image(image, os.path.join(folder, "original.png")),
                                        os.path.dirname(os.path.abspath(store_path)))
             prompt = item.caption if cfg.prompts == "captions" else ""
+            configs = {h: c for _, h, c in keys}
             for m, h in todo:
                 row = {**base, "method": m, "config_hash": h, "original": original}
                 try:
-                    row.update(_one(model, image, prompt, m, cfg, lpips_net))
+                    row.update(_one(model, image, prompt, m, cfg, lpips_net, configs[h].get("decoder_inversion")))
                     recon = row.pop("_recon")
                     path = save_image(recon, os.path.join(folder, f"{safe_name(m)}-{h[:8]}.png"))
                     row.update(status="ok", recon=os.path.relpath(path, os.path.dirname(os.path.abspath(store_path))))
@@ -213,13 +247,19 @@ def run(model, dataset: Dataset, store_path: str, cfg: BenchConfig, *, rank: int
     return summary
 
 
-def _one(model, image, prompt: str, method: str, cfg: BenchConfig, lpips_net) -> dict:
-    """Metrics of one image under one method (plus the reconstruction under ``_recon``)."""
+def _one(model, image, prompt: str, method: str, cfg: BenchConfig, lpips_net, decoder: dict | None = None) -> dict:
+    """Metrics of one image under one method (plus the reconstruction under ``_recon``);
+    ``decoder``: options of the decoder inversion stage, None without it."""
     _peak_reset(model.device)
     start = time.perf_counter()
-    if method == VAE_ROW:
+    if method in CEILINGS:
+        from ..decoder import invert_decoder
+
         with torch.no_grad():
             z0 = model.encode(image)
+        if method == DECODER_ROW:
+            z0 = invert_decoder(model, image, z0, **decoder).z
+        with torch.no_grad():
             recon = model.decode(z0)
         seconds = time.perf_counter() - start
         out = _image_metrics(image, recon, lpips_net)
@@ -227,13 +267,14 @@ def _one(model, image, prompt: str, method: str, cfg: BenchConfig, lpips_net) ->
                    peak_mem_mb=_peak_mb(model.device), residuals=None, _recon=recon)
         return out
     inv = invert(model, image, prompt, method=method, steps=cfg.steps, guidance=cfg.guidance, negative="",
-                 spacing=cfg.spacing, keep_trajectory=True, **cfg.options.get(method, {}))
+                 spacing=cfg.spacing, keep_trajectory=True, decoder_inversion=False if decoder is None else decoder,
+                 **cfg.options.get(method, {}))
     z_hat = reconstruct(model, inv, steps=cfg.sample_steps, decode=False)
     recon = model.decode(z_hat)
     total_seconds = time.perf_counter() - start  # invert + reconstruct + decode, not the diagnostics below
     out = _image_metrics(image, recon, lpips_net)
     residuals = step_residuals(model, inv)
-    out.update(latent_mse=float(metrics.latent_mse(inv.z0, z_hat)[0]), seconds=float(inv.stats["seconds"]),
+    out.update(latent_mse=float(metrics.latent_mse(inv.z0, z_hat)[0]), seconds=float(inv.stats["seconds"] + inv.stats.get("decoder_seconds", 0.0)),
                total_seconds=total_seconds, nfe=float(inv.stats["nfe"]), iters=_iterations(inv),
                peak_mem_mb=_peak_mb(model.device), residuals=residuals, _recon=recon)
     return out

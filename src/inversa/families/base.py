@@ -82,14 +82,15 @@ class DiffusersModel(Model):
         shift = self.vae.config.get("shift_factor") or 0.0
         return (z - shift) * self.vae.config.scaling_factor
 
-    def decode(self, latents: Tensor) -> Tensor:
+    def decode(self, latents: Tensor, grad: bool = False) -> Tensor:
+        """Images in [-1, 1]; ``grad=True`` keeps the graph and skips the clamp (decoder inversion)."""
         if self.vae is None:
-            return latents.float().clamp(-1, 1)
+            return latents.float() if grad else latents.float().clamp(-1, 1)
         shift = self.vae.config.get("shift_factor") or 0.0
         z = latents / self.vae.config.scaling_factor + shift
-        with torch.no_grad():
+        with torch.set_grad_enabled(grad):
             img = self.vae.decode(z.to(self.device, self.vae.dtype)).sample
-        return img.float().clamp(-1, 1)
+        return img.float() if grad else img.float().clamp(-1, 1)
 
     # text -----------------------------------------------------------------
     def pipeline_prompt(self, prompts: list[str]) -> tuple:

@@ -31,12 +31,8 @@ import torch
 
 from .. import samplers
 from ..errors import InversaError
-<<<<<<< HEAD
-from ..solvers import (SOLVERS, StepProblem, msr, solve_anderson, solve_gauss_newton, solve_hybrid, solve_lbfgs,
-                       solve_newton, solve_paper)
-=======
-from ..solvers import JVPS, SOLVERS, StepProblem, solve_anderson, solve_gauss_newton, solve_newton, solve_paper
->>>>>>> i12
+from ..solvers import (JVPS, SOLVERS, StepProblem, msr, solve_anderson, solve_gauss_newton, solve_hybrid,
+                       solve_lbfgs, solve_newton, solve_paper)
 from . import Trace, backwards, register
 
 SAMPLERS = ("ddim", "ddpm")
@@ -99,12 +95,8 @@ def solve(model, x_next, t, condition, levels, *, solver="hybrid", eta=None, res
 
 @register("preciseinv", cost="(NFE per solver iteration) x iters per step")
 @torch.no_grad()
-<<<<<<< HEAD
-def invert(model, z0, condition, schedule, *, solver: str = "hybrid", residual_tol: float = DEFAULT_TOL,
+def invert(model, z0, condition, schedule, *, solver: Literal[SOLVERS] = "hybrid", residual_tol: float = DEFAULT_TOL,
            eta: float = -1.0, rtol: float = 0.0,
-=======
-def invert(model, z0, condition, schedule, *, solver: Literal[SOLVERS] = "newton", eta: float = 1e-8, rtol: float = 0.0,
->>>>>>> i12
            max_iters: int = 0, patience: int = -1, lr: float = 0.0, krylov: int = 8, forcing: float = 1e-3,
            jvp: Literal[JVPS] = "fd", cg_iters: int = 8, depth: int = 5, warm_start: bool = True,
            sampler: Literal[SAMPLERS] = "ddim", seed: int = 0, keep_trajectory: bool = True):
