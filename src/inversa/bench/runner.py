@@ -46,12 +46,9 @@ class BenchConfig:
     prompts: str = "empty"  # "empty" (reconstruction protocol) or "captions"
     options: dict[str, dict] = field(default_factory=dict)  # per-method options
     vae_row: bool = True
-<<<<<<< HEAD
     dataset: str = ""  # what the images are (builtin:NAME or a folder's real path)
-=======
     decoder: str = "off"  # decoder inversion: off, on, or both (each method with and without)
     decoder_options: dict = field(default_factory=dict)
->>>>>>> i19
 
     def keys(self, model) -> list[tuple[str, str, dict]]:
         """(method, config_hash, config) for every row an image gets."""
@@ -88,9 +85,8 @@ def check_methods(cfg: BenchConfig) -> None:
 
     options(cfg.decoder_options)
     for m in cfg.methods:
-<<<<<<< HEAD
-        if m == VAE_ROW:
-            raise InversaError(f"{VAE_ROW} is always benchmarked; do not list it in --methods")
+        if m in CEILINGS:
+            raise InversaError(f"{m} is a ceiling row, added by the benchmark itself; do not list it in --methods")
         cfg.options[m] = method_options(m, cfg.options.get(m, {}))
 
 
@@ -107,15 +103,6 @@ def check_protocol(store: Store, proto: dict, path: str) -> None:
             want = ", ".join(f"{k} {proto[k]}" for k in differ)
             raise InversaError(f"store {path} holds results for {have}; this run is for {want}: "
                                "write it to another store (-o)")
-=======
-        if m in CEILINGS:
-            raise InversaError(f"{m} is a ceiling row, added by the benchmark itself; do not list it in --methods")
-        spec = get_method(m)
-        unknown = set(cfg.options.get(m, {})) - set(spec.options())
-        if unknown:
-            raise InversaError(f"method {m} has no option {', '.join(sorted(unknown))}; "
-                               f"options: {', '.join(spec.options()) or 'none'}")
->>>>>>> i19
 
 
 def protocol(model, cfg: BenchConfig, dataset: Dataset) -> dict:
@@ -198,13 +185,8 @@ def run(model, dataset: Dataset, store_path: str, cfg: BenchConfig, *, rank: int
         proto = protocol(model, cfg, dataset)
         check_protocol(store, proto, store_path)
         for method, chash, config in keys:
-<<<<<<< HEAD
-            store.add_config(chash, method, config, proto if method != VAE_ROW else
-                             {k: proto[k] for k in ("model", "family", "dtype", "device", "dataset", "data", "resolution",
-=======
             store.add_config(chash, method, config, proto if method not in CEILINGS else
-                             {k: proto[k] for k in ("model", "family", "dtype", "device", "dataset", "resolution",
->>>>>>> i19
+                             {k: proto[k] for k in ("model", "family", "dtype", "device", "dataset", "data", "resolution",
                                                     "crop")})
         done = store.done()
         items = dataset.items[rank::world]
