@@ -49,7 +49,7 @@ def sample(model, inv, schedule, condition):
     return flow.integrate(model, inv.x_T, schedule, step, inverse=False, desc="rf_inversion")[0]
 
 
-@register("rf_inversion", sample=sample, cost="1 NFE per step; Euler sampling controlled by eta")
+@register("rf_inversion", sample=sample, cost="1 NFE per step; Euler sampling controlled by eta", flow_only=True)
 @torch.no_grad()
 def invert(model, z0, condition, schedule, *, gamma: float = 0.5, eta: float = 0.0, start: float = 0.0,
            stop: float = 0.25, seed: int = 0, keep_trajectory: bool = True):
