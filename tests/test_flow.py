@@ -86,6 +86,9 @@ def test_rf_inversion_eta_pulls_the_reconstruction_back():
     plain, half, most = (float(relative_error(reconstruct(model, dataclasses.replace(inv, config=config)), z0).max())
                          for config in ({}, {"eta": 0.5, "stop": 1.0}, {"eta": 0.9, "stop": 1.0}))
     assert plain > 1.0 and half < plain / 3 and most < half / 5
+    _, _, window = oracle_case("rf_inversion", eta=0.9)  # the sampler's window defaults as the inversion's: [0, 0.25)
+    assert torch.equal(reconstruct(model, window), reconstruct(model, dataclasses.replace(window, config={"eta": 0.9, "stop": 0.25})))
+    assert not torch.equal(reconstruct(model, window), reconstruct(model, dataclasses.replace(window, config={"eta": 0.9, "stop": 1.0})))
     with pytest.raises(InversaError, match="rf_inversion gamma must be in"):
         oracle_case("rf_inversion", gamma=1.5)
 
