@@ -19,7 +19,7 @@ def _as_model(model) -> Model:
 
 
 def image_size(model: Model, size: int | None) -> int | None:
-    """The side images are cropped and resized to: ``None`` -> the model's own size, ``0`` -> keep (CLI and API alike)."""
+    """Side images are cropped and resized to: ``None`` -> the model's size, ``0`` -> keep (CLI and API alike)."""
     return model.default_size() if size is None else (size or None)
 
 

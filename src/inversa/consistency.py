@@ -42,8 +42,10 @@ def check_metadata(meta: dict, cls, path: str) -> None:
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(meta) - set(fields))
     if unknown:
-        raise InversaError(f"{path}: unknown inversion field(s) {', '.join(unknown)} (a newer inversa or an edited file)")
-    required = [k for k, f in fields.items() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        raise InversaError(f"{path}: unknown inversion field(s) {', '.join(unknown)} "
+                           "(a newer inversa or an edited file)")
+    missing_default = dataclasses.MISSING
+    required = [k for k, f in fields.items() if f.default is missing_default and f.default_factory is missing_default]
     missing = [k for k in required if k not in meta]
     if missing:
         raise InversaError(f"{path}: inversion field(s) {', '.join(missing)} missing")
@@ -102,7 +104,8 @@ def _check_state(state: dict, n: int, steps: int, latent: tuple) -> None:
         if key in state and tuple(state[key].shape[2:]) != latent:
             raise InversaError(f"inversion {key} latents {tuple(state[key].shape[2:])} do not match x_T {latent}")
     if "coupled" in state and tuple(state["coupled"].shape) != (n, *latent):
-        raise InversaError(f"inversion coupled latent {tuple(state['coupled'].shape)} does not match x_T {(n, *latent)}")
+        raise InversaError(f"inversion coupled latent {tuple(state['coupled'].shape)} "
+                           f"does not match x_T {(n, *latent)}")
 
 
 def _check_model(model, inv) -> None:

@@ -16,7 +16,7 @@ MIN_SIDE = 8  # pixels; smaller images hold too little to invert
 
 
 def load_image(path: str, size: int | None = None, notes: list | None = None) -> Tensor:
-    """Image file -> (1, 3, H, W) tensor in [-1, 1]; ``size`` centre-crops to a square and resizes (said in ``notes``)."""
+    """Image file -> (1, 3, H, W) tensor in [-1, 1]; ``size`` centre-crops to a square and resizes (see ``notes``)."""
     arr = read_image(path, notes)
     if notes is not None and size:
         notes.extend(sizing_notes(os.path.basename(path), *arr.shape[:2], size))
@@ -117,5 +117,5 @@ def save_image(x: Tensor, path: str) -> str:
     x = x[0] if x.ndim == 4 else x
     arr = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
     with staged() as stage:
-        Image.fromarray(arr).save(stage(path), format=Image.registered_extensions().get(os.path.splitext(path)[1].lower()))
+        Image.fromarray(arr).save(stage(path))  # the temporary name keeps the extension, so the format
     return path

@@ -39,7 +39,8 @@ def method_options(method: str, options: dict) -> dict:
               if k in spec.options() and k != "keep_trajectory"}
     unknown = sorted(set(options) - set(params))
     if unknown:
-        raise InversaError(f"method {method} has no option {', '.join(unknown)}; options: {', '.join(params) or 'none'}")
+        raise InversaError(f"method {method} has no option {', '.join(unknown)}; "
+                           f"options: {', '.join(params) or 'none'}")
     return {k: _option(f"{method} option {k}", v, params[k].default, params[k].annotation) for k, v in options.items()}
 
 
@@ -106,8 +107,8 @@ def invertible(prediction: str, schedule, limit: float = 1e-3) -> None:
             t, alpha = float(schedule.timesteps[i]), schedule.levels(i)[0]
             raise InversaError(
                 f"{len(schedule)} step(s) cannot be inverted on this schedule: step {i + 1} starts at t={t:g} "
-                f"(alpha {alpha:.1e}, almost pure noise) and its result depends on its input only by a factor "
-                f"{a:.1e}, so no noise maps back to the image; use more steps or another --spacing")
+                f"(alpha {alpha:.1e}: next to no trace of the image) and its result depends on its input only by "
+                f"a factor {a:.1e}, so no noise maps back to the image; use more steps or another --spacing")
 
 
 def megapixels(height: int, width: int, device) -> None:

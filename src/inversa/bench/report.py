@@ -164,7 +164,8 @@ def _copy_image(src: str | None, dst: str, stage):
 
 
 def _placeholder(label: str) -> str:
-    return f"<figure class='failed'><figcaption>{html.escape(label)}: image not found in the store</figcaption></figure>"
+    return (f"<figure class='failed'><figcaption>{html.escape(label)}: image not found in the store"
+            "</figcaption></figure>")
 
 
 def _gallery_row(store_path: str, image: str, entries: list[dict], by_key: dict, gallery_dir: str, stage) -> str:

@@ -186,8 +186,7 @@ def run(model, dataset: Dataset, store_path: str, cfg: BenchConfig, *, rank: int
         check_protocol(store, proto, store_path)
         for method, chash, config in keys:
             store.add_config(chash, method, config, proto if method not in CEILINGS else
-                             {k: proto[k] for k in ("model", "family", "dtype", "device", "dataset", "data", "resolution",
-                                                    "crop")})
+                             {k: proto[k] for k in ("model", "family", "dtype", "device", *SHARED)})
         done = store.done()
         items = dataset.items[rank::world]
         for item in tqdm(items, desc=f"bench[{rank}/{world}]", disable=None, unit="img"):
