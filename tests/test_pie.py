@@ -123,3 +123,15 @@ def test_bench_edit_task_writes_rows_resumes_and_refuses_other_data(pipeline_dir
     assert main(args) == 0 and "0 edit rows written, 8 already done" in capsys.readouterr().err
     assert main(["bench", "--task", "edit", "--data", str(tmp_path), "-o", store]) == 2
     assert "needs --data pie:DIR" in capsys.readouterr().err
+
+
+def test_natural_prompts_map_onto_the_embedded_template():
+    from inversa.tiny.prompts import template_pair
+
+    assert template_pair("a red circle on a blue background", "a green circle on a blue background") == (
+        "a large red circle on a blue background, center", "a large green circle on a blue background, center")
+    assert template_pair("small red star in the top right on a white and orange background", "a purple one")[1] == \
+        "a small purple star on a white and orange background, top right"
+    caption = "a large red circle on a blue gradient background, center"
+    assert template_pair(caption, caption.replace("circle", "square")) == (caption, caption.replace("circle", "square"))
+    assert template_pair("a cat", "a dog") == ("a cat", "a dog")  # nothing the model knows: unchanged
