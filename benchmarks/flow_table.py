@@ -85,7 +85,8 @@ def sd3_cell(model, method, config, steps, guidance, seed=1234):
 
 
 def table(results, source, steps_list, guidances):
-    head = f"| method | NFE/step ({steps_list[-1]} steps, w {guidances[0]:g}) | " + " | ".join(f"{s} steps, w {w:g}" for w in guidances for s in steps_list) + " |"
+    columns = " | ".join(f"{s} steps, w {w:g}" for w in guidances for s in steps_list)
+    head = f"| method | NFE/step ({steps_list[-1]} steps, w {guidances[0]:g}) | {columns} |"
     lines = [head, "|" + "---|" * (2 + len(steps_list) * len(guidances))]
     for label, _, _ in ROWS:
         cells = [results[source][label][f"{s}/{w}"] for w in guidances for s in steps_list]

@@ -86,6 +86,9 @@ def test_rf_inversion_eta_pulls_the_reconstruction_back():
     plain, half, most = (float(relative_error(reconstruct(model, dataclasses.replace(inv, config=config)), z0).max())
                          for config in ({}, {"eta": 0.5, "stop": 1.0}, {"eta": 0.9, "stop": 1.0}))
     assert plain > 1.0 and half < plain / 3 and most < half / 5
+    _, _, window = oracle_case("rf_inversion", eta=0.9)  # the sampler's window defaults as the inversion's: [0, 0.25)
+    with_stop = lambda stop: reconstruct(model, dataclasses.replace(window, config={"eta": 0.9, "stop": stop}))  # noqa: E731
+    assert torch.equal(reconstruct(model, window), with_stop(0.25)) and not torch.equal(reconstruct(model, window), with_stop(1.0))
     with pytest.raises(InversaError, match="rf_inversion gamma must be in"):
         oracle_case("rf_inversion", gamma=1.5)
 
@@ -178,9 +181,9 @@ def test_kv_sharing_on_sd3_changes_only_the_target_rows(sd3):
 
 
 def test_kv_sharing_edit_on_sd3_keeps_the_source_branch(sd3):
-    inv = invert(sd3, _image(), "a red circle", method="rf_solver", steps=3)
-    free = sample_branches(sd3, inv, "a blue circle", guidance=3.0, cross_replace=0.0, decode=False)
-    shared = sample_branches(sd3, inv, "a blue circle", guidance=3.0, cross_replace=0.0, self_replace=0.7, decode=False)
+    inv = invert(sd3, _image(), "a red circle", method="fireflow", steps=2)
+    free = sample_branches(sd3, inv, "a blue circle", guidance=1.0, cross_replace=0.0, decode=False)
+    shared = sample_branches(sd3, inv, "a blue circle", guidance=1.0, cross_replace=0.0, self_replace=0.5, decode=False)
     assert torch.equal(free[0], shared[0]) and not torch.equal(free[1], shared[1])
 
 
@@ -216,3 +219,13 @@ def test_share_copies_the_last_tokens_of_source_rows_onto_target_rows():
     features = torch.arange(2 * 2 * 3 * 1.0).reshape(4, 3, 1)  # (uncond, cond) x (source, target), 3 tokens
     out = Injector(block=1).share(features, 2)
     assert out[:, :, 0].tolist() == [[0, 1, 2], [3, 1, 2], [6, 7, 8], [9, 7, 8]]
+
+
+def test_flow_table_script_writes_every_row_with_its_settings(tmp_path, bench_script):
+    ft = bench_script("flow_table")
+    assert ft.main(["--sources", "oracle", "--steps", "2", "--guidance", "1,3.5", "--out", str(tmp_path / "t")]) == 0
+    text = (tmp_path / "t.md").read_text()
+    assert "Settings: float64 oracle" in text and "| 2 steps, w 3.5 |" in text
+    assert all(f"| {label} | " in text for label, _, _ in ft.ROWS)
+    euler = __import__("json").loads((tmp_path / "t.json").read_text())["results"]["oracle"]["euler (ddim)"]["2/1.0"]
+    assert euler["nfe_per_step"] == 1.0 and euler["x_T"] > 0.1  # naive inversion is far from exact at 2 steps

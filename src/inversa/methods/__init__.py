@@ -33,6 +33,7 @@ class Method:
     invert: Callable
     sample: Callable | None = None
     cost: str = ""
+    flow_only: bool = False  # needs a flow-matching (velocity) model
 
     @property
     def summary(self) -> str:
@@ -47,11 +48,11 @@ class Method:
 REGISTRY: dict[str, Method] = {}
 
 
-def register(name: str, sample: Callable | None = None, cost: str = ""):
+def register(name: str, sample: Callable | None = None, cost: str = "", flow_only: bool = False):
     """Decorator adding an inversion function to the registry under ``name``."""
 
     def wrap(fn):
-        REGISTRY[name] = Method(name, fn, sample, cost)
+        REGISTRY[name] = Method(name, fn, sample, cost, flow_only)
         return fn
 
     return wrap

@@ -29,7 +29,7 @@ def sample(model, inv, schedule, condition):
     return flow.integrate(model, inv.x_T, schedule, _steps(model, condition), inverse=False, desc="fireflow")[0]
 
 
-@register("fireflow", sample=sample, cost="1 NFE per step (+1), sampling too")
+@register("fireflow", sample=sample, cost="1 NFE per step (+1), sampling too", flow_only=True)
 @torch.no_grad()
 def invert(model, z0, condition, schedule, *, keep_trajectory: bool = True):
     """Midpoint flow steps reusing the previous midpoint velocity (FireFlow); replayed by the same solver."""

@@ -23,6 +23,7 @@ from .. import flow
 from ..errors import InversaError
 from . import Trace, register
 
+DEFAULTS = {"gamma": 0.5, "eta": 0.0, "start": 0.0, "stop": 0.25}  # the sampler reads what the inversion was given
 
 def controlled_step(v, x, s, s_next, target, strength):
     """An Euler step of ``v + strength (u - v)``, ``u`` the straight path from ``x`` to ``target`` at level 1 or 0."""
@@ -37,7 +38,7 @@ def controlled_step(v, x, s, s_next, target, strength):
 def sample(model, inv, schedule, condition):
     """Euler sampling pulled towards the image latent with ``eta`` for the steps in ``[start, stop)``."""
     v, n = flow.velocity(model, condition, "rf_inversion"), len(schedule)
-    eta, start, stop = (float(inv.config.get(k, d)) for k, d in (("eta", 0.0), ("start", 0.0), ("stop", 1.0)))
+    eta, start, stop = (float({**DEFAULTS, **inv.config}[k]) for k in ("eta", "start", "stop"))
     y0 = inv.z0.to(inv.x_T)
     if eta and y0.shape != inv.x_T.shape:
         raise InversaError("rf_inversion's controlled sampler (eta > 0) needs the image latent of every sample "
@@ -49,10 +50,10 @@ def sample(model, inv, schedule, condition):
     return flow.integrate(model, inv.x_T, schedule, step, inverse=False, desc="rf_inversion")[0]
 
 
-@register("rf_inversion", sample=sample, cost="1 NFE per step; Euler sampling controlled by eta")
+@register("rf_inversion", sample=sample, cost="1 NFE per step; Euler sampling controlled by eta", flow_only=True)
 @torch.no_grad()
-def invert(model, z0, condition, schedule, *, gamma: float = 0.5, eta: float = 0.0, start: float = 0.0,
-           stop: float = 0.25, seed: int = 0, keep_trajectory: bool = True):
+def invert(model, z0, condition, schedule, *, gamma: float = DEFAULTS["gamma"], eta: float = DEFAULTS["eta"],
+           start: float = DEFAULTS["start"], stop: float = DEFAULTS["stop"], seed: int = 0, keep_trajectory: bool = True):
     """Controlled ODE towards a fixed noise sample with strength gamma; controlled sampling with eta (RF-Inversion)."""
     for name, value in (("gamma", gamma), ("eta", eta), ("start", start), ("stop", stop)):
         if not 0.0 <= value <= 1.0:

@@ -29,7 +29,7 @@ def sample(model, inv, schedule, condition):
     return flow.integrate(model, inv.x_T, schedule, _steps(model, condition), inverse=False, desc="rf_solver")[0]
 
 
-@register("rf_solver", sample=sample, cost="2 NFE per step (sampling too)")
+@register("rf_solver", sample=sample, cost="2 NFE per step (sampling too)", flow_only=True)
 @torch.no_grad()
 def invert(model, z0, condition, schedule, *, keep_trajectory: bool = True):
     """Second-order (midpoint / Taylor) flow steps towards the noise; replayed by the same solver (RF-Solver)."""

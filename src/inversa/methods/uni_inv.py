@@ -28,7 +28,7 @@ def uni_inv_step(v, x, s, s_next, v_prev=None):
     return x + h * v_next, v_next
 
 
-@register("uni_inv", cost="1 NFE per step (+1); stock Euler sampling")
+@register("uni_inv", cost="1 NFE per step (+1); stock Euler sampling", flow_only=True)
 @torch.no_grad()
 def invert(model, z0, condition, schedule, *, keep_trajectory: bool = True):
     """Predictor-corrector inversion of the Euler sampler at one network call per step (Uni-Inv)."""
