@@ -91,7 +91,7 @@ class LocalBlend:
     size: tuple[int, int]
     tokens: torch.Tensor | None = None  # (2B, L) bool: the blended words' tokens of each source and target row
     user: torch.Tensor | None = None
-    threshold: float = 0.3
+    threshold: float = 0.5
     maps: torch.Tensor | None = None  # (2B, h, w) attention of the blended words, accumulated
 
     def record(self, probs: torch.Tensor, heads: int) -> None:

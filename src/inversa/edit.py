@@ -100,7 +100,7 @@ def local_blend(model, inv: Inversion, targets: list[str], blend, mask, threshol
 
 def sample_branches(model, inv: Inversion, target_prompt, *, guidance: float = 7.5, negative=None,
                     cross_replace: float = 0.4, self_replace: float = 0.0, blend=None, mask=None,
-                    blend_threshold: float = 0.3, decode: bool = True):
+                    blend_threshold: float = 0.5, decode: bool = True):
     """Sample the source and target branches of an edit from ``inv``; returns ``(source, target)``.
 
     With ``blend`` words or a ``mask`` the target keeps the source's latent outside the edited
@@ -145,14 +145,15 @@ def sample_branches(model, inv: Inversion, target_prompt, *, guidance: float = 7
         return source, target
     source, target = model.decode(source), model.decode(target)
     if injector.blend is not None:  # the decoder's group norms spread the edit's latents over the image: paste back
-        m = torch.nn.functional.interpolate(injector.blend.mask(), size=target.shape[-2:], mode="nearest")
+        m = injector.blend.mask() if mask is None else torch.as_tensor(mask, dtype=torch.float32)
+        m = torch.nn.functional.interpolate(m.reshape(-1, 1, *m.shape[-2:]), size=target.shape[-2:], mode="bilinear")
         target = source + m.to(target) * (target - source)
     return source, target
 
 
 def edit(model, image, source_prompt, target_prompt, method: str = "ddim", *, steps: int = 10,
          guidance: float = 7.5, inversion_guidance: float | None = None, negative=None, cross_replace: float = 0.4,
-         self_replace: float = 0.0, blend=None, mask=None, blend_threshold: float = 0.3,
+         self_replace: float = 0.0, blend=None, mask=None, blend_threshold: float = 0.5,
          spacing: str | None = None, size: int | None = None, full: bool = False, **config):
     """Edit ``image`` from ``source_prompt`` to ``target_prompt``; returns the edited images (B, 3, H, W).
 
@@ -191,6 +192,16 @@ def edit(model, image, source_prompt, target_prompt, method: str = "ddim", *, st
     return Edit(target, source, inv) if full else target
 
 
+def read_mask(path: str, size) -> Tensor:
+    """A mask image (white = edit) as (1, 1, H, W) in [0, 1] at the image's size."""
+    import numpy as np
+
+    from .images import read_image
+
+    gray = torch.from_numpy(np.asarray(read_image(path), dtype=np.float32).mean(-1))[None, None]  # [0, 1]
+    return torch.nn.functional.interpolate(gray, size=tuple(size), mode="area").clamp(0, 1)
+
+
 def run(args) -> int:
     import os
     import sys
@@ -203,12 +214,22 @@ def run(args) -> int:
 
     decoder_inversion = decoder_request(args)
     model = open_model(args)
+    if args.model is None and not args.literal:  # the embedded model knows one caption template
+        from .tiny.prompts import template_pair
+
+        mapped = template_pair(args.source_prompt, args.target_prompt)
+        if mapped != (args.source_prompt, args.target_prompt):
+            print(f"note: prompts in the embedded model's template: '{mapped[0]}' -> '{mapped[1]}' (--literal keeps "
+                  "yours)", file=sys.stderr)
+        args.source_prompt, args.target_prompt = mapped
     notes: list[str] = []
     image = load_image(args.image, image_size(model, args.size), notes)
     print_notes(notes + prompt_notes(model, [args.source_prompt, args.target_prompt, args.negative or ""]))
+    mask = None if args.mask is None else read_mask(args.mask, image.shape[-2:])
     result = edit(model, image, args.source_prompt, args.target_prompt, method=args.method, steps=args.steps,
                   guidance=args.guidance, inversion_guidance=args.inversion_guidance, negative=args.negative,
-                  cross_replace=args.cross_replace, self_replace=args.self_replace, spacing=args.spacing, full=True,
+                  cross_replace=args.cross_replace, self_replace=args.self_replace, blend=args.blend, mask=mask,
+                  blend_threshold=args.blend_threshold, spacing=args.spacing, full=True,
                   decoder_inversion=decoder_inversion, **parse_options(args.opt))
     kind = "flowedit" if args.method == "flowedit" else injection_kind(model)
     if kind is None and (args.cross_replace or args.self_replace):
@@ -225,11 +246,23 @@ def run(args) -> int:
     return 0
 
 
+EMBEDDED_HELP = """the embedded model (no --model) was trained on one caption template:
+  "a SIZE COLOUR SHAPE on a BACKGROUND background, POSITION"
+  SIZE small | large; COLOUR red green blue yellow orange purple white black;
+  SHAPE circle square triangle star diamond; BACKGROUND a colour, "COLOUR gradient" or
+  "COLOUR and COLOUR" (two-tone); POSITION center | top left | top right | bottom left | bottom right.
+Other phrasings ("a red circle on a blue background") are mapped onto it: missing parts of the
+source prompt default to large, center, plain blue background, and the target prompt takes
+what it leaves out from the source. --literal passes prompts unchanged.
+Keep the background: --blend "SRC_WORD TGT_WORD" edits only where those words attend
+(prompt-to-prompt local blend), --mask FILE only inside a mask (white = edit)."""
+
+
 def add_command(sub) -> None:
     from .cli import add_decoder_args, add_model_args
 
     p = sub.add_parser("edit", help="edit an image from a source prompt to a target prompt",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EMBEDDED_HELP)
     p.add_argument("image", help="image file")
     p.add_argument("--source-prompt", "-s", required=True, help="prompt describing the image")
     p.add_argument("--target-prompt", "-t", required=True, help="prompt describing the edit")
@@ -243,6 +276,11 @@ def add_command(sub) -> None:
     p.add_argument("--cross-replace", type=float, default=0.4, help="fraction of steps with cross-attention injection")
     p.add_argument("--self-replace", type=float, default=0.0,
                    help="fraction of steps with self-attention injection (MMDiT: source keys/values shared)")
+    p.add_argument("--blend", default=None, metavar="'SRC TGT'",
+                   help="local blend (UNet): edit only where these source/target words attend, keep the rest")
+    p.add_argument("--mask", default=None, metavar="FILE", help="mask image, white = edit: keep the rest of the image")
+    p.add_argument("--blend-threshold", type=float, default=0.5, help="attention level (0-1) of the --blend region")
+    p.add_argument("--literal", action="store_true", help="embedded model: pass prompts unmapped")
     p.add_argument("--spacing", default=None)
     p.add_argument("--size", type=int, default=None)
     p.add_argument("--opt", action="append", metavar="NAME=VALUE", help="method option, repeatable")
