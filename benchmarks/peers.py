@@ -107,6 +107,13 @@ def table(rows: list[dict]) -> str:
         sel = [r for r in rows if (r["method"], r["regenerated_by"]) == (method, regen)]
         mean = {k: sum(r[k] for r in sel) / len(sel) for k in ("latent_mse", "psnr", "seconds")}
         out.append(f"| {method} | {regen} | {mean['latent_mse']:.2e} | {mean['psnr']:.2f} | {mean['seconds']:.2f} |")
+    mse = {(r["image"], r["method"], r["regenerated_by"]): r["latent_mse"] for r in rows}
+    ratios = {}
+    for (image, method, regen), value in mse.items():
+        if regen == "stock pipeline" and (image, method, "inversa.reconstruct") in mse:
+            ratios.setdefault(method, []).append(value / mse[image, method, "inversa.reconstruct"])
+    out.append("\nStock pipeline / inversa.reconstruct latent MSE, per image: " + "; ".join(
+        f"{m} {min(r):.6f} to {max(r):.6f}" for m, r in ratios.items()))
     return "\n".join(out)
 
 

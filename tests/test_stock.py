@@ -7,7 +7,7 @@ from inversa.metrics import relative_error
 
 STEPS = 3
 GUIDED = {"sd": 3.0, "sd2v": 3.0, "sdxl": 3.0, "sd3": 3.0, "lcm": 1.0}  # LCM embeds its scale: no CFG
-METHODS = {"ddim": {}, "fixed_point": {"iters": 4}, "preciseinv": {"max_iters": 3}}
+METHODS = {"ddim": {}, "fixed_point": {"iters": 2}, "preciseinv": {"max_iters": 1, "krylov": 2}}  # any x_T replays
 
 
 def _image():
@@ -73,7 +73,7 @@ def test_sdxl_empty_negative_prompt_is_zeros_like_the_pipeline(tiny_model):
 
 
 @pytest.mark.parametrize("family", ["sd", "sd3"])
-@pytest.mark.parametrize("method,kw", [("polaris", {}), ("null_text", {"iters": 3}), ("direct", {})])
+@pytest.mark.parametrize("method,kw", [("polaris", {}), ("null_text", {"iters": 2}), ("direct", {})])
 def test_callback_replays_side_state(family, method, kw, tiny_model):
     model = tiny_model(family, "float64")
     images = torch.cat([_image(), -_image()])

@@ -21,6 +21,7 @@ from torch import Tensor
 from .api import guidance_at
 from .errors import InversaError
 from .families import DiffusersModel
+from .model import SPACINGS
 from .result import Inversion
 
 UNREPLAYABLE = {
@@ -35,9 +36,7 @@ def stock_scheduler(pipe, spacing: str | None = None):
     ``spacing`` overrides the config's ``timestep_spacing`` (pass the inversion's ``inv.spacing``).
     """
     model = pipe if isinstance(pipe, DiffusersModel) else DiffusersModel(pipe)
-    if model.prediction == "flow":
-        return model.stock_scheduler()
-    return model.stock_scheduler(spacing if spacing in ("leading", "trailing", "linspace") else None)
+    return model.stock_scheduler(spacing if spacing in SPACINGS else None)
 
 
 class ReplayedScale:

@@ -109,8 +109,12 @@ class DiffusersModel(Model):
     # schedule -------------------------------------------------------------
     stock_sampler = ""  # the diffusers scheduler class whose deterministic steps inversa's sampler equals
 
-    def stock_scheduler(self, **overrides):
-        """A fresh :attr:`stock_sampler` built from the pipeline's scheduler config (what users sample with)."""
+    def stock_scheduler(self, spacing: str | None = None):
+        """The scheduler users sample with; ``spacing`` overrides ``timestep_spacing`` where a family has one."""
+        return self.scheduler_from_config()
+
+    def scheduler_from_config(self, **overrides):
+        """A fresh :attr:`stock_sampler` built from the pipeline's scheduler config."""
         import diffusers
 
         cls = getattr(diffusers, self.stock_sampler)

@@ -34,7 +34,7 @@ class SDModel(DiffusersModel):
         if spacing is not None and spacing not in SPACINGS:
             raise InversaError(f"unknown timestep spacing {spacing!r}; expected one of {', '.join(SPACINGS)}")
         over = {"clip_sample": False, "thresholding": False, **({"timestep_spacing": spacing} if spacing else {})}
-        return super().stock_scheduler(**over)
+        return self.scheduler_from_config(**over)
 
     def noise_levels(self, steps: int, spacing: str | None, shape=None) -> Schedule:
         if not 1 <= steps <= self.train_steps():
