@@ -81,7 +81,7 @@ def solve(model, x_next, t, condition, levels, *, solver="hybrid", eta=None, res
                            patience=10 if patience is None else patience)
     patience = 3 if patience is None else patience
     if solver == "hybrid":
-        return solve_hybrid(problem, x_init, eta=goal, rtol=rtol, max_iters=max_iters or 100, patience=patience,
+        return solve_hybrid(problem, x_init, eta=goal, rtol=rtol, max_iters=max_iters or 40, patience=patience,
                             krylov=krylov, forcing=forcing, jvp=jvp, depth=depth)
     if solver == "newton":
         return solve_newton(problem, x_init, eta=goal, rtol=rtol, max_iters=max_iters or 10, patience=patience,
@@ -104,7 +104,7 @@ def invert(model, z0, condition, schedule, *, solver: str = "hybrid", residual_t
     ``residual_tol`` is the per-step residual relative to the step's scale; ``eta`` >= 0 adds the
     paper's absolute mean squared target (1e-2 fast, 1e-5 precise; -1: the ``paper`` solver's 1e-5,
     none for the others). ``max_iters`` caps each solver's iterations (hybrid: at most 10 Newton
-    iterations, then ``max_iters`` Anderson iterations and ``max_iters`` L-BFGS evaluations).
+    iterations, then ``max_iters`` (default 40) Anderson iterations and L-BFGS evaluations).
     """
     if sampler not in SAMPLERS:
         raise InversaError(f"unknown preciseinv sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
