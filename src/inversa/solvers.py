@@ -438,7 +438,7 @@ def solve_lbfgs(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0,
     return mon.best, mon.info()
 
 
-def solve_hybrid(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0, max_iters: int = 100,
+def solve_hybrid(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0, max_iters: int = 40,
                  patience: int = 3, krylov: int = 8, forcing: float = 1e-3, jvp: str = "fd", switch: float = 4.0,
                  newton_iters: int = 10, depth: int = 5, history: int = 20):
     """Newton-GMRES while it converges (``switch``-fold per iteration), then for the samples not done

@@ -11,7 +11,7 @@ independently from q(x_i | z0), z_i = (x_{i+1} - mu(x_i)) / s_i) and uses the so
 for noiseless steps (the last one), so DDPM sampling with the stored maps reproduces the latent.
 
 Stopping: ``residual_tol`` is relative to the step's scale, ``|r| <= residual_tol |x_{i+1}|``
-(root mean squares per sample), floored at what the model's dtype resolves; ``eta`` is the
+(root mean squares per sample), floored at 0.1 sqrt(dtype eps) (float32: 3.5e-5); ``eta`` is the
 paper's absolute mean squared residual (presets: fast 1e-2, precise 1e-5, the ``paper``
 solver's default and its only rule). A sample stops at whichever target it reaches first.
 
@@ -54,9 +54,11 @@ DEFAULT_TOL = 1e-9
 def targets(model, x_next, eta: float, residual_tol: float):
     """Per-sample mean squared residual to reach: ``eta`` (absolute) or ``residual_tol`` (relative), the looser.
 
-    The relative target never goes below what the model's dtype resolves (float32 cannot give 1e-9).
+    The relative target never goes below what the model's dtype resolves well, a tenth of the square
+    root of its epsilon (float32: 3.5e-5; float64: 1.5e-9): below it a float32 network's rounding
+    makes every solver crawl to its iteration cap.
     """
-    floor = 8 * torch.finfo(getattr(model, "dtype", x_next.dtype)).eps
+    floor = 0.1 * torch.finfo(getattr(model, "dtype", x_next.dtype)).eps ** 0.5
     return (max(residual_tol, floor) ** 2 * msr(x_next)).clamp_min(eta)
 
 
@@ -82,7 +84,7 @@ def solve(model, x_next, t, condition, levels, *, solver="hybrid", eta=None, res
                            patience=10 if patience is None else patience)
     patience = 3 if patience is None else patience
     if solver == "hybrid":
-        return solve_hybrid(problem, x_init, eta=goal, rtol=rtol, max_iters=max_iters or 100, patience=patience,
+        return solve_hybrid(problem, x_init, eta=goal, rtol=rtol, max_iters=max_iters or 40, patience=patience,
                             krylov=krylov, forcing=forcing, jvp=jvp, depth=depth)
     if solver == "newton":
         return solve_newton(problem, x_init, eta=goal, rtol=rtol, max_iters=max_iters or 10, patience=patience,
@@ -105,7 +107,7 @@ def invert(model, z0, condition, schedule, *, solver: Literal[SOLVERS] = "hybrid
     ``residual_tol`` is the per-step residual relative to the step's scale; ``eta`` >= 0 adds the
     paper's absolute mean squared target (1e-2 fast, 1e-5 precise; -1: the ``paper`` solver's 1e-5,
     none for the others). ``max_iters`` caps each solver's iterations (hybrid: at most 10 Newton
-    iterations, then ``max_iters`` Anderson iterations and ``max_iters`` L-BFGS evaluations).
+    iterations, then ``max_iters`` (default 40) Anderson iterations and L-BFGS evaluations).
     """
     if sampler not in SAMPLERS:
         raise InversaError(f"unknown preciseinv sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
