@@ -194,7 +194,7 @@ def test_tampered_metadata_is_one_line(edit, message, saved, capsys):
     (["--opt", "variant=bogus", "--method", "fixed_point"],
      "fixed_point option variant must be one of plain, average, anderson; got 'bogus'"),
     (["--opt", "tol=nan", "--method", "fixed_point"], "fixed_point option tol must be a finite number"),
-    (["--opt", "speed=2"], "method ddim has no option speed; options: none"),
+    (["--method", "ddim", "--opt", "speed=2"], "method ddim has no option speed; options: none"),
     (["--guidance", "-5"], "--guidance must be a finite number >= 0 (the guidance scale w: 0 unconditional"),
     (["--guidance", "nan"], "--guidance must be a finite number >= 0"),
     (["--steps", "-1"], "--steps must be at least 1; got -1"),
