@@ -249,10 +249,21 @@ def test_ddpm_pipeline_is_unsupported_in_one_line(tmp_path, photo, capsys):
     assert "unsupported pipeline DDPMPipeline" in line and "no text encoder" in line
 
 
-def test_one_step_from_zero_terminal_snr_is_explained(photo, tmp_path, capsys):
-    line = fails(capsys, "invert", photo, "--steps", "1", "-o", tmp_path / "o")  # the embedded model: trailing, zero SNR
+def test_one_step_from_zero_terminal_snr_to_alpha_one_is_explained():
+    """One step from alpha 0 to alpha 1 (a set_alpha_to_one schedule) does not depend on x_T at all.
+    (Stock SD configs end on alphas_cumprod[0] instead, where the factor is sigma ~ 0.03: invertible.)"""
+    import torch
+
+    from inversa.model import Schedule
+    from inversa.validate import invertible
+
+    one = Schedule(torch.tensor([999.0]), torch.tensor([0.0, 1.0], dtype=torch.float64),
+                   torch.tensor([1.0, 0.0], dtype=torch.float64), "trailing")
+    with pytest.raises(InversaError) as err:
+        invertible("v_prediction", one)
+    line = str(err.value)
     assert "1 step(s) cannot be inverted on this schedule" in line and "use more steps" in line
-    assert "weights are broken" not in line and not (tmp_path / "o").exists()
+    assert "weights are broken" not in line
 
 
 def test_huge_images_are_stopped_on_cpu_with_an_override(pipeline_dir, photo, tmp_path, capsys, monkeypatch):

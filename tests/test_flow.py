@@ -143,7 +143,7 @@ def test_cli_inversion_replays_through_reconstruct(method, pipeline_dir, photo, 
     assert main(["invert", photo, "--model", pipeline_dir("sd3"), "--method", method, "--steps", "2", "--size", "32",
                  "-o", str(out)]) == 0
     png = tmp_path / "again.png"
-    assert main(["reconstruct", str(out / "inversion.safetensors"), "-o", str(png)]) == 0
+    assert main(["reconstruct", str(out / "inversion.safetensors"), "--model", pipeline_dir("sd3"), "-o", str(png)]) == 0
     again = np.asarray(Image.open(png), dtype=np.int16)
     first = np.asarray(Image.open(out / "astronaut_reconstruction.png"), dtype=np.int16)
     assert np.abs(again - first).max() <= 1

@@ -32,7 +32,7 @@ def test_saved_pipeline_loads_with_identical_outputs(family, pipeline_dir):
 def test_invert_and_reconstruct_every_family(family, tiny_model):
     model = tiny_model(family)
     images = _images(2)
-    naive = invert(model, images, ["a red circle", "a blue star"], steps=4)
+    naive = invert(model, images, ["a red circle", "a blue star"], method="ddim", steps=4)
     fp = invert(model, images, ["a red circle", "a blue star"], method="fixed_point", steps=4, iters=6)
     assert naive.x_T.shape == (2, 4, 32, 32) and naive.family == EXPECTED[family][0]
     err_naive = relative_error(reconstruct(model, naive, decode=False), naive.z0)
@@ -43,9 +43,9 @@ def test_invert_and_reconstruct_every_family(family, tiny_model):
 
 def test_guided_inversion_uses_both_branches(tiny_model):
     model = tiny_model("sd")
-    inv = invert(model, _images(), "a red circle", steps=3, guidance=7.5)
+    inv = invert(model, _images(), "a red circle", method="ddim", steps=3, guidance=7.5)
     assert inv.negative == [""] and inv.stats["nfe"] == 6
-    plain = invert(model, _images(), "a red circle", steps=3)
+    plain = invert(model, _images(), "a red circle", method="ddim", steps=3)
     assert plain.stats["nfe"] == 3 and not torch.allclose(inv.x_T, plain.x_T)
 
 

@@ -207,7 +207,7 @@ def arguments(args) -> None:
             fraction(get(name), "--" + name.replace("_", "-"))
     for alpha in get("alpha") or []:
         fraction(alpha, "--alpha")
-    if get("method") and hasattr(args, "opt"):
+    if get("method") and get("method") != "flowedit" and hasattr(args, "opt"):  # flowedit: an edit recipe, checked by edit()
         from .cli import parse_options
 
         method_options(get("method"), parse_options(get("opt")))
