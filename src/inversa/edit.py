@@ -154,7 +154,8 @@ def sample_branches(model, inv: Inversion, target_prompt, *, guidance: float = 7
 def edit(model, image, source_prompt, target_prompt, method: str = "ddim", *, steps: int = 10,
          guidance: float = 7.5, inversion_guidance: float | None = None, negative=None, cross_replace: float = 0.4,
          self_replace: float = 0.0, blend=None, mask=None, blend_threshold: float = 0.5,
-         spacing: str | None = None, size: int | None = None, full: bool = False, **config):
+         spacing: str | None = None, size: int | None = None, full: bool = False,
+         decoder_inversion: bool | dict = False, **config):
     """Edit ``image`` from ``source_prompt`` to ``target_prompt``; returns the edited images (B, 3, H, W).
 
     ``inversion_guidance`` defaults to ``guidance`` for null_text and direct (they invert
@@ -179,13 +180,17 @@ def edit(model, image, source_prompt, target_prompt, method: str = "ddim", *, st
         if unknown:
             raise InversaError(f"flowedit has no option {', '.join(sorted(unknown))}; options: {', '.join(FLOWEDIT_OPTIONS)}")
         n, z0 = images.shape[0], model.encode(images)
+        if decoder_inversion is not False and decoder_inversion is not None:  # the stage invert() would run
+            from . import decoder
+
+            z0 = decoder.invert_decoder(model, images, z0, **decoder.options(decoder_inversion)).z
         z = flowedit(model, z0, _per_sample(source_prompt, n, "source prompts"), _per_sample(target_prompt, n, "target prompts"),
                      steps=steps, guidance=guidance, source_guidance=inversion_guidance, spacing=spacing,
                      negative=None if negative is None else _per_sample(negative, n, "negative prompts"), **config)
         source, target = model.decode(z0), model.decode(z)
         return Edit(target, source, None) if full else target
     inv = invert(model, images, source_prompt, method=method, steps=steps, guidance=inversion_guidance,
-                 spacing=spacing, **config)
+                 spacing=spacing, decoder_inversion=decoder_inversion, **config)
     source, target = sample_branches(model, inv, target_prompt, guidance=guidance, negative=negative,
                                      cross_replace=cross_replace, self_replace=self_replace, blend=blend,
                                      mask=mask, blend_threshold=blend_threshold)
