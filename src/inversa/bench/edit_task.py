@@ -20,9 +20,9 @@ import torch
 
 from ..errors import InversaError
 from .pie import EDIT_TYPES, PieItem, background_metrics, load_pie
+from .runner import VAE_ROW  # the same ceiling row as the reconstruction task
 from .store import Store, config_hash
 
-VAE_ROW = "vae_roundtrip"
 BLEND = ("words", "mask", "none")
 SKIPPED = {"lpips": "LPIPS needs SqueezeNet-LPIPS weights", "structure": "structure distance needs DINO ViT-B/8",
            "clip": "CLIP score needs CLIP ViT-L/14"}
