@@ -6,7 +6,7 @@ import time
 import torch
 from torch import Tensor
 
-from . import samplers, validate
+from . import decoder, samplers, validate
 from .consistency import check_inversion
 from .errors import InversaError
 from .methods import get_method
@@ -73,12 +73,7 @@ def invert(model, image, prompt: str | list[str] = "", *, method: str = "precise
     z0 = model.encode(images)
     schedule = model.schedule(steps, spacing, strength, shape=tuple(z0.shape))
     validate.invertible(model.prediction, schedule)
-    decoder_stats = {}
-    if decoder_inversion is not False and decoder_inversion is not None:
-        from . import decoder
-
-        found = decoder.invert_decoder(model, images, z0, **decoder.options(decoder_inversion))
-        z0, decoder_stats = found.z, found.stats()
+    z0, decoder_stats = decoder.stage(model, images, z0, decoder_inversion)
     condition = model.condition(prompts, guidance, negative)
     model.nfe = 0
     start = time.perf_counter()

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from . import decoder
 from .api import _as_images, _as_model, image_size, invert, sample, schedule_of
 from .attention import Injector, LocalBlend, Timed, injecting, injection_kind, token_columns, word_tokens
 from .errors import InversaError
@@ -180,10 +181,7 @@ def edit(model, image, source_prompt, target_prompt, method: str = "ddim", *, st
         if unknown:
             raise InversaError(f"flowedit has no option {', '.join(sorted(unknown))}; options: {', '.join(FLOWEDIT_OPTIONS)}")
         n, z0 = images.shape[0], model.encode(images)
-        if decoder_inversion is not False and decoder_inversion is not None:  # the stage invert() would run
-            from . import decoder
-
-            z0 = decoder.invert_decoder(model, images, z0, **decoder.options(decoder_inversion)).z
+        z0 = decoder.stage(model, images, z0, decoder_inversion)[0]  # the stage invert() would run
         z = flowedit(model, z0, _per_sample(source_prompt, n, "source prompts"), _per_sample(target_prompt, n, "target prompts"),
                      steps=steps, guidance=guidance, source_guidance=inversion_guidance, spacing=spacing,
                      negative=None if negative is None else _per_sample(negative, n, "negative prompts"), **config)
