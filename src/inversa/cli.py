@@ -14,7 +14,8 @@ from .errors import InversaError
 
 
 # Modules that add a subcommand with ``add_command(subparsers)``; each sets ``run=fn(args) -> int``.
-COMMAND_MODULES: tuple[str, ...] = ("inversa.bench.cli", "inversa.tiny.train", "inversa.edit", "inversa.interpolate")
+COMMAND_MODULES: tuple[str, ...] = ("inversa.bench.cli", "inversa.tiny.train", "inversa.edit", "inversa.interpolate",
+                                    "inversa.serve")
 
 
 def parse_options(pairs: list[str] | None) -> dict:

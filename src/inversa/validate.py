@@ -59,13 +59,18 @@ def _option(what: str, value, default, annotation):
         kinds = (int,) if integer else (int, float)
         if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
             raise InversaError(f"{what} must be {'an integer' if integer else 'a finite number'}; got {value!r}")
-        low = min(default, 1) if integer else min(default, 0.0)
+        low = lower_bound(default)
         if value < low:
             raise InversaError(f"{what} must be >= {low}; got {value!r}")
         return value if integer else float(value)
     if isinstance(default, str) and not isinstance(value, str):
         raise InversaError(f"{what} must be a string; got {value!r}")
     return value
+
+
+def lower_bound(default: int | float) -> int | float:
+    """Smallest value a numeric option takes: a positive integer default is a count (>= 1), a negative one a sentinel."""
+    return min(default, 1) if isinstance(default, int) else min(default, 0.0)
 
 
 # numbers ------------------------------------------------------------------------------------------------------------
