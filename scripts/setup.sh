@@ -7,4 +7,5 @@ python3 -m venv .venv
 python -m pip install -q --upgrade pip
 # torch first and pinned, so nothing later pulls a CUDA build
 python -m pip install -q torch==2.13.0
-python -m pip install -q -e ".[test]"
+# INVERSA_EXTRAS=test,ui adds the web page (inversa serve) and its browser test
+python -m pip install -q -e ".[${INVERSA_EXTRAS:-test}]"

@@ -24,6 +24,7 @@ PAGE_STEPS = 4  # the page's defaults: a job takes seconds on the embedded model
 PAGE_METHOD = "fixed_point"  # on the embedded model at 4 steps: the PSNR of preciseinv in about a third of its time
 MAX_UPLOAD_MB = 20
 UPLOAD_MEGAPIXELS = 25.0  # decoded size cap: a small file can hold a huge image
+DISPLAY = 192  # pixels: a 64 px model's images are shown enlarged, each pixel a square
 SPACINGS = ("model's own", "leading", "trailing", "linspace")
 EXTRA_HINT = "inversa serve needs the ui extra: pip install -e '.[ui]' (gradio, selenium)"
 
@@ -87,9 +88,11 @@ def read_upload(model, path: str | None, what: str = "the image") -> tuple[Tenso
 
 
 def picture(x: Tensor) -> np.ndarray:
-    """(1, 3, H, W) or (3, H, W) in [-1, 1] -> HxWx3 uint8."""
+    """(1, 3, H, W) or (3, H, W) in [-1, 1] -> HxWx3 uint8, enlarged (whole pixels) to a side of at least DISPLAY."""
     x = x[0] if x.ndim == 4 else x
-    return ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    arr = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    zoom = max(1, -(-DISPLAY // max(arr.shape[:2])))
+    return arr.repeat(zoom, axis=0).repeat(zoom, axis=1)
 
 
 def error_map(image: Tensor, recon: Tensor) -> np.ndarray:
@@ -97,7 +100,7 @@ def error_map(image: Tensor, recon: Tensor) -> np.ndarray:
     from matplotlib import colormaps
 
     err = ((image - recon).abs().mean(dim=-3) / 2)[0].float().cpu().numpy()
-    return (colormaps["magma"](np.clip(err / 0.25, 0, 1))[..., :3] * 255).astype(np.uint8)
+    return picture(torch.from_numpy(colormaps["magma"](np.clip(err / 0.25, 0, 1))[..., :3]).permute(2, 0, 1) * 2 - 1)
 
 
 def residual_figure(residuals: list[float] | None, method: str):
@@ -110,6 +113,7 @@ def residual_figure(residuals: list[float] | None, method: str):
         ax.semilogy(range(len(residuals)), [max(r, 1e-30) for r in residuals], "o-")
     else:
         ax.text(0.5, 0.5, f"{method} records no per-step residual", ha="center", va="center")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set(xlabel="step (0 = noisiest)", ylabel="mean squared residual", title=f"{method}: per-step residual")
     return fig
 
@@ -270,7 +274,7 @@ def build(model, model_label: str, embedded: bool = False):
 
     with gr.Blocks(title="inversa") as page:
         gr.Markdown(f"## inversa: precise diffusion inversion\nModel: `{model_label}` ({model.family}, "
-                    f"{model.prediction} prediction). One job at a time; others wait in the queue.")
+                    f"{model.prediction}). One job at a time; others wait in the queue. Small images are shown enlarged.")
         with gr.Tab("Invert", elem_id="tab-invert"):
             with gr.Row():
                 with gr.Column():
