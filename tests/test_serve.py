@@ -69,13 +69,17 @@ def test_jobs_invert_download_reconstruct_edit_interpolate(embedded, examples, t
     assert [caption for _, caption in frames] == ["alpha = 0", "alpha = 1"]
 
 
-def test_jobs_refuse_bad_input_in_one_line(embedded, examples, monkeypatch):
+def test_jobs_refuse_bad_input_in_one_line(embedded, examples, monkeypatch, tmp_path):
     with pytest.raises(InversaError, match=r"^upload or pick the image first$"):
         serve.invert_job(embedded, None, "", "ddim", 2, 1.0, "model's own", [], "unused")
     with pytest.raises(InversaError, match=r"^alphas must be numbers in \[0, 1\] separated by spaces; got 'half'$"):
         serve.interpolate_job(embedded, examples["astronaut"], examples["chelsea"], "half", "ddim", 2)
     with pytest.raises(InversaError, match=r"^upload an inversion \(.safetensors\) first$"):
         serve.reconstruct_job(embedded, None)
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("hello")
+    with pytest.raises(InversaError, match=r"notes.png is not a readable image \(unknown or corrupt format\)$"):
+        serve.invert_job(embedded, str(not_an_image), "", "ddim", 2, 1.0, "model's own", [], "unused")
     monkeypatch.setattr(serve, "UPLOAD_MEGAPIXELS", 0.01)
     with pytest.raises(InversaError, match=r"^image A has 0 megapixels, over the page's 0.01: resize it first$"):
         serve.interpolate_job(embedded, examples["astronaut"], examples["chelsea"], "0", "ddim", 2)
@@ -131,7 +135,7 @@ def browser(embedded, tmp_path_factory):
                                               "download.prompt_for_download": False})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.get(f"http://127.0.0.1:{port}/")
-    yield driver, downloads
+    yield driver, downloads, page
     driver.quit()
     page.close()
 
@@ -159,7 +163,11 @@ def _upload(driver, component: str, path: str) -> None:
 def test_page_inverts_downloads_and_edits_in_chromium(browser, examples):
     from selenium.webdriver.common.by import By
 
-    driver, downloads = browser
+    driver, downloads, page = browser
+    jobs = {fn.name: fn for fn in page.fns.values() if fn.name.startswith("do_")}  # one queue: a job at a time
+    assert sorted(jobs) == ["do_edit", "do_interpolate", "do_invert", "do_reconstruct"]
+    assert {(fn.concurrency_id, fn.concurrency_limit) for fn in jobs.values()} == {("model", 1)}
+    assert [name for name, fn in sorted(jobs.items()) if fn.tracks_progress] == ["do_edit", "do_interpolate", "do_invert"]
     _wait(driver, "#invert-button").click()  # no image yet: a one-line message, no traceback
     assert "upload or pick the image first" in _wait(driver, ".toast-body", text="upload").text
     _upload(driver, "invert-image", examples["astronaut"])

@@ -79,8 +79,11 @@ def read_upload(model, path: str | None, what: str = "the image") -> tuple[Tenso
     megabytes = os.path.getsize(path) / 2 ** 20
     if megabytes > MAX_UPLOAD_MB:
         raise InversaError(f"{what} is {megabytes:.0f} MB, over the {MAX_UPLOAD_MB} MB upload cap")
-    with Image.open(path) as im:
-        pixels = im.width * im.height / 1e6
+    try:
+        with Image.open(path) as im:
+            pixels = im.width * im.height / 1e6
+    except (OSError, ValueError):  # not an image: load_image says so in one line
+        pixels = 0.0
     if pixels > UPLOAD_MEGAPIXELS:
         raise InversaError(f"{what} has {pixels:.0f} megapixels, over the page's {UPLOAD_MEGAPIXELS:g}: resize it first")
     notes: list[str] = []
@@ -182,8 +185,9 @@ def edit_job(model, image_path, source: str, target: str, method: str, steps: in
             "notes": notes}
 
 
-def interpolate_job(model, path_a, path_b, alphas: str, method: str, steps: int, progress=_done) -> list:
-    """Frames between two images, each with its alpha as caption."""
+def interpolate_job(model, path_a, path_b, alphas: str, method: str, steps: int,
+                    progress=_done) -> tuple[list[tuple[np.ndarray, str]], list[str]]:
+    """Frames between two images, each with its alpha as caption, and the notes on reading the images."""
     from .interpolate import interpolate
 
     try:
@@ -199,6 +203,7 @@ def interpolate_job(model, path_a, path_b, alphas: str, method: str, steps: int,
 
 
 def metric_rows(metrics: dict) -> list[list[str]]:
+    """The metrics table: a label and 4 significant digits for each metric present."""
     names = {"psnr": "PSNR (dB)", "ssim": "SSIM", "latent_mse": "latent MSE", "vae_ceiling_psnr": "VAE ceiling (dB)",
              "seconds": "time (s)", "nfe": "NFE", "alpha_T": "terminal alpha_T"}
     return [[label, f"{metrics[key]:.4g}"] for key, label in names.items() if metrics.get(key) is not None]
@@ -331,8 +336,8 @@ def build(model, model_label: str, embedded: bool = False):
                     with gr.Row():
                         outs = [gr.Image(label=name, elem_id=f"edit-{name}", height=192)
                                 for name in ("source", "edited", "difference")]
-            run_edit.click(do_edit, [edit_image, source, target, edit_method, edit_steps, edit_guidance,
-                                                  cross, blend], outs, **queue)
+            run_edit.click(do_edit, [edit_image, source, target, edit_method, edit_steps, edit_guidance, cross, blend],
+                           outs, **queue)
         with gr.Tab("Interpolate", elem_id="tab-interpolate"):
             with gr.Row():
                 image_a = gr.Image(type="filepath", label="image A", elem_id="interp-a", height=192)
@@ -345,8 +350,7 @@ def build(model, model_label: str, embedded: bool = False):
                 interp_steps = gr.Number(PAGE_STEPS, label="steps", precision=0, minimum=1)
             run_interp = gr.Button("Interpolate", variant="primary", elem_id="interp-button")
             frames = gr.Gallery(label="frames", columns=5, elem_id="interp-frames")
-            run_interp.click(do_interpolate, [image_a, image_b, alphas, interp_method, interp_steps],
-                             frames, **queue)
+            run_interp.click(do_interpolate, [image_a, image_b, alphas, interp_method, interp_steps], frames, **queue)
     page.queue(max_size=32)
     return page, workdir
 
@@ -356,7 +360,7 @@ def build(model, model_label: str, embedded: bool = False):
 def run(args) -> int:
     import sys
 
-    from .cli import default_model, open_model
+    from .cli import open_model
 
     if not 0 < args.port < 65536:
         raise InversaError(f"--port must be in 1..65535; got {args.port}")
@@ -374,7 +378,8 @@ def run(args) -> int:
         page.launch(server_name=args.host, server_port=args.port, max_file_size=f"{MAX_UPLOAD_MB}mb",
                     allowed_paths=[workdir], show_error=False, footer_links=[], inbrowser=False, quiet=False)
     except OSError as exc:
-        raise InversaError(f"cannot serve on {args.host}:{args.port} ({exc})") from None
+        why = "the port is in use; choose another with --port" if "empty port" in str(exc) else str(exc)
+        raise InversaError(f"cannot serve on {args.host}:{args.port}: {why}") from None
     return 0
 
 
