@@ -110,12 +110,16 @@ def to_tensor(arr: np.ndarray, size: int | None = None, crop: str = "center") ->
     return x * 2 - 1
 
 
+def to_uint8(x: Tensor) -> np.ndarray:
+    """(3, H, W) or (1, 3, H, W) tensor in [-1, 1] -> HxWx3 uint8 array."""
+    x = x[0] if x.ndim == 4 else x
+    return ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+
+
 def save_image(x: Tensor, path: str) -> str:
     """(3, H, W) or (1, 3, H, W) tensor in [-1, 1] -> PNG file."""
     from PIL import Image
 
-    x = x[0] if x.ndim == 4 else x
-    arr = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
     with staged() as stage:
-        Image.fromarray(arr).save(stage(path))  # the temporary name keeps the extension, so the format
+        Image.fromarray(to_uint8(x)).save(stage(path))  # the temporary name keeps the extension, so the format
     return path

@@ -92,8 +92,9 @@ def read_upload(model, path: str | None, what: str = "the image") -> tuple[Tenso
 
 def picture(x: Tensor) -> np.ndarray:
     """(1, 3, H, W) or (3, H, W) in [-1, 1] -> HxWx3 uint8, enlarged (whole pixels) to a side of at least DISPLAY."""
-    x = x[0] if x.ndim == 4 else x
-    arr = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    from .images import to_uint8
+
+    arr = to_uint8(x)
     zoom = max(1, -(-DISPLAY // max(arr.shape[:2])))
     return arr.repeat(zoom, axis=0).repeat(zoom, axis=1)
 
