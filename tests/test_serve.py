@@ -59,8 +59,11 @@ def test_jobs_invert_download_reconstruct_edit_interpolate(embedded, examples, t
     assert (inv.method, inv.num_steps, inv.trajectory) == ("ddim", 2, None)
     # the downloaded file regenerates exactly the page's reconstruction
     assert np.array_equal(serve.reconstruct_job(embedded, out["file"]), out["reconstruction"])
-    edited = serve.edit_job(embedded, examples["circle"], "a red circle", "a green circle", "ddim", 4, 7.5, 0.4, "",
+    edited = serve.edit_job(embedded, examples["circle"], "a red circle", "a green circle", "ddim", 6, 7.5, 0.4, "",
                             embedded=True)
+    centre = slice(72, 120)  # the circle, in the 192 px pictures
+    red, green = (edited[k][centre, centre].reshape(-1, 3).mean(0) for k in ("source", "edited"))
+    assert red[0] > 2 * red[1] and green[1] > 2 * green[0]  # the red circle came out green
     assert edited["notes"] == ["prompts in the embedded model's template: 'a large red circle on a blue background, "
                                "center' -> 'a large green circle on a blue background, center'"]
     assert {k: edited[k].shape for k in ("source", "edited", "difference")} == dict.fromkeys(
@@ -114,11 +117,12 @@ def browser(embedded, tmp_path_factory):
     reason = _browser_missing()
     if reason:  # CI installs all of it (.ci/run): there a missing piece is a failure, not a skip
         (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(reason)
-    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    os.environ["SE_OFFLINE"] = "true"
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    env = pytest.MonkeyPatch()
+    env.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    env.setenv("SE_OFFLINE", "true")  # Selenium Manager must not look for drivers online
     page, workdir = serve.build(embedded, "embedded model", embedded=True)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -138,6 +142,7 @@ def browser(embedded, tmp_path_factory):
     yield driver, downloads, page
     driver.quit()
     page.close()
+    env.undo()
 
 
 def _wait(driver, css: str, timeout: float = 60, text: str | None = None):
