@@ -56,7 +56,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[int, torch.Generator, torch.n
         model.load_state_dict(st["model"]), ema.load_state_dict(st["ema"]), opt.load_state_dict(st["opt"])
         step, spent = st["step"], st["seconds"]
     model.train()
-    start = time.time()
+    first, start = step, time.time()
     bar = tqdm(total=steps, initial=step, desc=stage, disable=not progress)
     loss_v = float("nan")
 
@@ -86,6 +86,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[int, torch.Generator, torch.n
             save(spent + time.time() - start)
     bar.close()
     seconds = spent + time.time() - start
-    save(seconds)
+    if step > first:  # ``--resume --steps 0`` only exports the pipeline, leaving a running job's checkpoint alone
+        save(seconds)
     ema.eval()
     return dict(steps=step, seconds=seconds, loss=loss_v), ema
