@@ -50,19 +50,19 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[int, torch.Generator, torch.n
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     ema = copy.deepcopy(model).requires_grad_(False)
-    step, spent = 0, 0.0
+    step, spent, loss_v = 0, 0.0, float("nan")
     if resume and os.path.exists(ckpt):
         st = checkpoint.load(ckpt)
         model.load_state_dict(st["model"]), ema.load_state_dict(st["ema"]), opt.load_state_dict(st["opt"])
         step, spent = st["step"], st["seconds"]
+        loss_v = st.get("loss", loss_v)
     model.train()
     first, start = step, time.time()
     bar = tqdm(total=steps, initial=step, desc=stage, disable=not progress)
-    loss_v = float("nan")
 
     def save(seconds):
         checkpoint.save(ckpt, dict(model=model.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(), step=step,
-                                   seconds=seconds))
+                                   seconds=seconds, loss=loss_v))
 
     while not _budget_done(step, steps, start, minutes, spent):
         g = torch.Generator().manual_seed(int(np.uint32(seed * 1_000_003 + step)))
