@@ -35,7 +35,7 @@ def heldout_shapes(count: int):
     return Dataset("shapes-heldout", items, "inversa.tiny.shapes:heldout:99")
 
 
-def run(model, datasets, steps_list, store: str) -> None:
+def run(model, datasets, steps_list, out: str) -> None:
     from inversa.bench.runner import BenchConfig
     from inversa.bench.runner import run as bench_run
 
@@ -44,22 +44,27 @@ def run(model, datasets, steps_list, store: str) -> None:
             for _, method, opts in ROWS:
                 cfg = BenchConfig([method], steps=steps, size=model.default_size(),
                                   prompts="captions" if name == "shapes" else "empty", options={method: opts})
-                bench_run(model, data, store, cfg, log=lambda msg: print(msg, file=sys.stderr))
+                bench_run(model, data, f"{out}-{name}.sqlite", cfg, log=lambda msg: print(msg, file=sys.stderr))
 
 
-def collect(store_path: str) -> list[dict]:
-    """One row per (dataset, steps, table row): means over the images."""
+def collect(paths: list[str]) -> list[dict]:
+    """One row per (dataset, steps, table row): means over the images of the stores at ``paths``."""
     from inversa.bench.store import Store
 
-    with Store(store_path) as store:
-        configs, rows = store.configs(), [r for r in store.rows() if r["status"] == "ok"]
+    configs, rows = {}, []
+    for path in paths:
+        with Store(path) as store:
+            configs.update(store.configs())
+            rows += [r for r in store.rows() if r["status"] == "ok"]
     groups = defaultdict(list)
     for r in rows:
         c = configs[r["config_hash"]]["config"]
         label = next((lab for lab, m, o in ROWS if m == r["method"] and o == c.get("options", {})), r["method"])
         groups[(c["dataset"], c.get("steps", 0), label)].append(r)
     out = []
-    for (dataset, steps, label), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+    order = [lab for lab, _, _ in ROWS]
+    for (dataset, steps, label), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], order.index(kv[0][2])
+                                                                              if kv[0][2] in order else -1)):
         out.append(dict(dataset=dataset, steps=steps, method=label, images=len(rs),
                         **{k: float(np.mean([r[k] for r in rs])) if rs[0][k] is not None else None
                            for k in ("psnr", "ssim", "latent_mse", "seconds", "nfe")}))
@@ -87,7 +92,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", default="1,2,4")
     p.add_argument("--limit", type=int, default=4, help="images per dataset")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default="benchmarks/lcm_table", help="writes OUT.md, OUT.json and OUT.sqlite")
+    p.add_argument("--out", default="benchmarks/lcm_table", help="writes OUT.md, OUT.json and OUT-{photos,shapes}.sqlite stores")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TQDM_DISABLE", "1")
@@ -97,8 +102,8 @@ def main(argv=None) -> int:
     model = load_model(args.model)
     datasets = {"photos": open_dataset("builtin:photos", limit=args.limit), "shapes": heldout_shapes(args.limit)}
     start = time.time()
-    run(model, datasets, [int(s) for s in args.steps.split(",")], args.out + ".sqlite")
-    rows = collect(args.out + ".sqlite")
+    run(model, datasets, [int(s) for s in args.steps.split(",")], args.out)
+    rows = collect([f"{args.out}-{name}.sqlite" for name in datasets])
     settings = (f"Model {args.model} ({model.family}, embedded guidance {model.embedded_guidance}, no CFG: 1 NFE per "
                 f"network call), float32, {args.limit} photos (empty prompt) and {args.limit} held-out shapes (their "
                 f"captions), 64 px; reconstruction with the method's own sampler at the same steps; time = inversion "

@@ -63,16 +63,19 @@ def main(argv=None) -> int:
     folder = args.model or EMBEDDED[f"embedded-{args.kind}"]
     captions = [s.caption for s in S.dataset(args.count, seed=99, split="heldout")]
     truth = E.summarise([E.score(s.image, s.caption) for s in S.dataset(args.count, seed=99, split="heldout")])
-    teacher, _ = evaluate(load_model("embedded").pipe, captions, args.teacher_steps, args.guidance, args.seed)
+    teacher_pipe = load_model("embedded").pipe
+    teacher, _ = evaluate(teacher_pipe, captions, args.teacher_steps, args.guidance, args.seed)
     pipe = load_model(folder).pipe
-    results, samples = [], None
+    results, few_step_teacher, samples = [], [], None
     for steps in [int(s) for s in (args.steps or STEPS[args.kind]).split(",")]:
         r, images = evaluate(pipe, captions, steps, args.guidance, args.seed)
         r["max_gap_to_teacher_points"] = gap(r, teacher)
         results.append(r)
         samples = images
+        if args.kind == "lcm":  # what distillation buys: the teacher itself at the same few steps
+            few_step_teacher.append(evaluate(teacher_pipe, captions, steps, args.guidance, args.seed)[0])
     out = dict(model=folder, count=args.count, guidance=args.guidance, teacher=teacher, sibling=results,
-               generator=truth, threads=args.threads)
+               teacher_same_steps=few_step_teacher, generator=truth, threads=args.threads)
     print(json.dumps(out, indent=2))
     if args.write_card:
         from PIL import Image
@@ -147,6 +150,8 @@ def card(kind: str, out: dict, training: dict, captions: list[str], pipe) -> str
         E._row(f"teacher, {teacher['steps']} steps ({teacher['sample_seconds']:.0f} s)", teacher["heldout"]),
         *[E._row(f"{name}, {r['steps']} steps ({r['sample_seconds']:.0f} s; gap {r['max_gap_to_teacher_points']:.0f} pts)",
                r["heldout"]) for r in sib],
+        *[E._row(f"teacher at {r['steps']} DDIM steps ({r['sample_seconds']:.0f} s)", r["heldout"])
+          for r in out.get("teacher_same_steps", [])],
         E._row(f"control: {name} {sib[-1]['steps']} steps, shuffled captions", sib[-1]["shuffled_control"]),
         E._row("generator (upper bound)", out["generator"]), "",
         "**Status:** " + "; ".join(f"{r['steps']} steps {'within' if r['max_gap_to_teacher_points'] <= 10 else 'not within'}"
