@@ -84,6 +84,8 @@ def main(argv=None) -> int:
         training = {}
         if args.run and os.path.exists(os.path.join(args.run, "losses.csv")):
             E.loss_curve(os.path.join(args.run, "losses.csv"), os.path.join(folder, "loss.png"))
+            losses = [float(line.split(",")[2]) for line in open(os.path.join(args.run, "losses.csv"))]
+            out["final_loss"] = sum(losses[-20:]) / len(losses[-20:])
         for src in (args.run and os.path.join(args.run, "training.json"), os.path.join(folder, "training.json")):
             if src and os.path.exists(src):
                 training = json.load(open(src))
@@ -134,7 +136,8 @@ def card(kind: str, out: dict, training: dict, captions: list[str], pipe) -> str
         f"{'UNet' if kind == 'lcm' else 'Transformer'}: {params / 1e6:.2f} M parameters.", "",
         "## Training", "", "```", *training.get("commands", ["(command not recorded)"]), "```", "",
         f"- {stage.get('steps', '?')} steps (batch {training.get('batch_size', '?')}) in {stage.get('seconds', 0) / 60:.1f} min, "
-        f"last loss {stage.get('loss', float('nan')):.4f}; {training.get('dataset_size', '?')} cached training latents.",
+        f"mean loss of the last 20 steps {out.get('final_loss', float('nan')):.4f}; {training.get('dataset_size', '?')} "
+        "cached training latents.",
         f"- Hardware: CPU, {training.get('torch_threads', '?')} torch thread under `nice -n 19`, on a 2-core machine shared "
         "with six other jobs (so most of the wall time went to them).",
         f"- Resume (the checkpoint stays in the run folder; `--minutes` is the total): `inversa train-tiny --recipe {kind} "
