@@ -60,7 +60,8 @@ def _quiet() -> None:
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", "-m", default=None, help="diffusers folder or hub id (default: the embedded model)")
+    p.add_argument("--model", "-m", default=None, help="diffusers folder, hub id or shipped model: embedded "
+                   "(default), embedded-lcm (1-4 steps), embedded-flow (SD3)")
     p.add_argument("--dtype", default="float32", help="float32 | float16 | bfloat16 | float64")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cpu)")
     p.add_argument("--embedded-guidance", type=float, default=None,

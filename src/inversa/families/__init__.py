@@ -43,10 +43,15 @@ def _absent_components(folder: str) -> dict:
 
 def load_model(name_or_path: str, dtype: str | torch.dtype = "float32", device: str | None = None,
                embedded_guidance: float | None = None) -> DiffusersModel:
-    """Load any supported diffusers pipeline with ``from_pretrained`` (hub id or local folder)."""
+    """Load any supported diffusers pipeline with ``from_pretrained`` (hub id, local folder or shipped short name)."""
     from diffusers import DiffusionPipeline
 
+    from ..tiny import resolve
     from ..validate import device as check_device
+
+    name_or_path, defaults = resolve(name_or_path)
+    if embedded_guidance is None:
+        embedded_guidance = defaults.get("embedded_guidance")
 
     check_device(device)
     if isinstance(dtype, str):
