@@ -32,7 +32,8 @@ import torch
 
 CONFIGS = pathlib.Path(__file__).parent / "configs"
 ARCHS = ("sd15", "sd21", "sdxl", "sd3_medium", "flux1_dev")
-METHODS = ("ddim", "fixed_point", "preciseinv", "preciseinv solver=paper eta=0.01", "preciseinv solver=paper eta=1e-5")
+METHODS = ("ddim", "fixed_point", "preciseinv", "preciseinv eta=0.01", "preciseinv solver=paper eta=0.01",
+           "preciseinv solver=paper eta=1e-5")
 SDPA = ("auto", "math", "flash", "efficient", "cudnn")
 
 
@@ -223,7 +224,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"), help="network dtype")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--steps", type=int, default=4, help="inversion steps")
-    p.add_argument("--method", action="append", help="'NAME key=value ...', repeatable (default: the five of METHODS)")
+    p.add_argument("--method", action="append", help="'NAME key=value ...', repeatable (default: METHODS)")
     p.add_argument("--compile", action="store_true", help="torch.compile the denoiser's forward")
     p.add_argument("--sdpa", choices=SDPA, default="auto", help="scaled-dot-product attention backend")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
