@@ -29,12 +29,14 @@ import tempfile
 import time
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 CONFIGS = pathlib.Path(__file__).parent / "configs"
 ARCHS = ("sd15", "sd21", "sdxl", "sd3_medium", "flux1_dev")
 METHODS = ("ddim", "fixed_point", "preciseinv", "preciseinv eta=0.01", "preciseinv solver=paper eta=0.01",
            "preciseinv solver=paper eta=1e-5")
-SDPA = ("auto", "math", "flash", "efficient", "cudnn")
+SDPA = {"auto": None, "math": "MATH", "flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION",
+        "cudnn": "CUDNN_ATTENTION"}  # --sdpa -> torch.nn.attention.SDPBackend
 
 
 def load_spec(arch: str) -> dict:
@@ -185,11 +187,8 @@ def run_arch(arch: str, args) -> dict:
     side = size // model.vae_scale
     z0 = torch.randn(args.batch, spec["vae"]["latent_channels"], side, side,
                      generator=torch.Generator().manual_seed(0)).to(args.device)
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    backend = None if args.sdpa == "auto" else getattr(SDPBackend, {"efficient": "EFFICIENT_ATTENTION",
-                                                                     "flash": "FLASH_ATTENTION"}.get(args.sdpa, args.sdpa.upper()))
-    context = sdpa_kernel(backend) if backend is not None else contextlib.nullcontext()
+    backend = SDPA[args.sdpa]
+    context = sdpa_kernel(getattr(SDPBackend, backend)) if backend else contextlib.nullcontext()
     with context:
         rows = measure(model, z0, args.steps, args.method or list(METHODS), args.device)
     params = sum(p.numel() for p in net.parameters()) / 1e6
@@ -226,7 +225,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=4, help="inversion steps")
     p.add_argument("--method", action="append", help="'NAME key=value ...', repeatable (default: METHODS)")
     p.add_argument("--compile", action="store_true", help="torch.compile the denoiser's forward")
-    p.add_argument("--sdpa", choices=SDPA, default="auto", help="scaled-dot-product attention backend")
+    p.add_argument("--sdpa", choices=list(SDPA), default="auto", help="scaled-dot-product attention backend")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     p.add_argument("--json", default=None, help="write the results here")
     return p

@@ -25,7 +25,7 @@ def test_configs_build_the_published_architectures(full_size, arch):
 
 def test_reduced_run_measures_every_architecture(full_size, tmp_path, capsys):
     out = tmp_path / "results.json"
-    results = full_size.main(["--size", "64", "--steps", "2", "--threads", "1", "--method", "ddim",
+    results = full_size.main(["--size", "64", "--steps", "2", "--threads", "1", "--sdpa", "math", "--method", "ddim",
                               "--method", "preciseinv solver=anderson max_iters=2", "--json", str(out)])
     assert [r["arch"] for r in results] == list(full_size.ARCHS)
     for res in results:
