@@ -19,6 +19,14 @@ from ..model import Embeds, Model, Schedule
 SUPPORTED = "StableDiffusion 1.x/2.x, StableDiffusionXL (incl. Turbo), LatentConsistencyModel, StableDiffusion3, FLUX.1"
 
 
+OVERFLOW_HINTS = {torch.float16: "float16 overflowed: use --dtype bfloat16 (float32's range) or float32",
+                  torch.bfloat16: "bfloat16 lost too much precision: use --dtype float32"}
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
 def accepts_argument(fn, name: str) -> bool:
     return name in inspect.signature(fn).parameters
 
@@ -133,9 +141,8 @@ class DiffusersModel(Model):
         self.nfe += x.shape[0]
         out = self.network(x.to(self.device, self.dtype), t, embeds).to(x.device, self.work_dtype)
         if not torch.isfinite(out).all():
-            hint = ("half precision overflowed: run it in float32 (--dtype float32)" if self.dtype in (torch.float16, torch.bfloat16)
-                    else "the input diverged or the weights are broken")
-            raise InversaError(f"model {self.name} produced NaN/inf at t={float(t):g}: {hint}")
+            raise InversaError(f"model {self.name} produced NaN/inf at t={float(t):g} in {_name(self.dtype)}: "
+                               f"{OVERFLOW_HINTS.get(self.dtype, 'the input diverged or the weights are broken')}")
         return out
 
     def on_device(self, tensor: Tensor) -> Tensor:

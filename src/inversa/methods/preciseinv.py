@@ -51,15 +51,21 @@ def paper_lr(model) -> float:
 DEFAULT_TOL = 1e-9
 
 
-def targets(model, x_next, eta: float, residual_tol: float):
+def targets(model, x_next, eta: float, residual_tol: float, noise=None):
     """Per-sample mean squared residual to reach: ``eta`` (absolute) or ``residual_tol`` (relative), the looser.
 
-    The relative target never goes below what the model's dtype resolves well, a tenth of the square
-    root of its epsilon (float32: 3.5e-5; float64: 1.5e-9): below it a float32 network's rounding
-    makes every solver crawl to its iteration cap.
+    The relative target never goes below what the solver's dtype resolves well, a tenth of the square
+    root of its epsilon (float32, also the state around a half-precision network: 3.5e-5; float64:
+    1.5e-9): below it rounding makes every solver crawl to its iteration cap. ``noise`` (``B out``, the
+    network's share of the step) adds the network's own rounding: a residual below ``eps |B out|``
+    (bfloat16: 2^-7 of it) is noise that no solver can remove.
     """
-    floor = 0.1 * torch.finfo(getattr(model, "dtype", x_next.dtype)).eps ** 0.5
-    return (max(residual_tol, floor) ** 2 * msr(x_next)).clamp_min(eta)
+    dtype = getattr(model, "dtype", x_next.dtype)
+    floor = 0.1 * torch.finfo(torch.promote_types(dtype, torch.float32)).eps ** 0.5
+    goal = max(residual_tol, floor) ** 2 * msr(x_next)
+    if noise is not None:
+        goal = torch.maximum(goal, torch.finfo(dtype).eps ** 2 * msr(noise))
+    return goal.clamp_min(eta)
 
 
 def solve(model, x_next, t, condition, levels, *, solver="hybrid", eta=None, residual_tol=DEFAULT_TOL, rtol=0.0,
@@ -69,16 +75,18 @@ def solve(model, x_next, t, condition, levels, *, solver="hybrid", eta=None, res
     if solver not in SOLVERS:
         raise InversaError(f"unknown preciseinv solver {solver!r}; expected one of {', '.join(SOLVERS)}")
     problem = StepProblem(model, t, condition, levels, x_next, guidance)
+    noise = None
     if warm_start:
         out = model.predict(x_next, t, condition, guidance).to(x_next.dtype)
         x_init = samplers.invert_step(model.prediction, x_next, out, *levels)
+        noise = problem.B * out
     else:
         x_init = x_next.clone()
     if solver == "paper":  # the baseline stops on the paper's absolute eta only
         return solve_paper(problem, x_init, z0, levels[0], levels[1], lr=lr or paper_lr(model),
                            eta=PAPER_ETA["precise"] if eta is None else eta, rtol=rtol,
                            max_iters=max_iters or 100, patience=0 if patience is None else patience)
-    goal = targets(model, x_next, eta or 0.0, residual_tol)
+    goal = targets(model, x_next, eta or 0.0, residual_tol, noise)
     if solver == "lbfgs":
         return solve_lbfgs(problem, x_init, eta=goal, rtol=rtol, max_iters=max_iters or 100,
                            patience=10 if patience is None else patience)

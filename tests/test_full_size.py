@@ -1,0 +1,43 @@
+"""benchmarks/full_size.py: the published architectures are built exactly, and the reduced run works end to end."""
+import json
+
+import pytest
+import torch
+
+from inversa.errors import InversaError
+
+# parameter counts of the published denoisers (diffusers' num_parameters() of the real checkpoints)
+PUBLISHED = {"sd15": 859_520_964, "sd21": 865_910_724, "sdxl": 2_567_463_684, "sd3_medium": 2_028_328_000,
+             "flux1_dev": 11_901_408_320}
+
+
+@pytest.fixture(scope="module")
+def full_size(bench_script):
+    return bench_script("full_size")
+
+
+@pytest.mark.parametrize("arch", sorted(PUBLISHED))
+def test_configs_build_the_published_architectures(full_size, arch):
+    net = full_size.build_denoiser(full_size.load_spec(arch), torch.bfloat16, "meta")  # shapes only, no memory
+    assert sum(p.numel() for p in net.parameters()) == PUBLISHED[arch]
+    assert net.dtype == torch.bfloat16
+
+
+def test_reduced_run_measures_every_architecture(full_size, tmp_path, capsys):
+    out = tmp_path / "results.json"
+    results = full_size.main(["--size", "64", "--steps", "2", "--threads", "1", "--sdpa", "math", "--method", "ddim",
+                              "--method", "preciseinv solver=anderson max_iters=2", "--json", str(out)])
+    assert [r["arch"] for r in results] == list(full_size.ARCHS)
+    for res in results:
+        assert res["scale"] == "reduced" and res["dtype"] == "bfloat16" and res["size"] == 64
+        forward, ddim, precise = res["rows"]
+        assert forward["s_per_nfe"] > 0 and ddim["nfe"] == 2 and ddim["nfe_per_step"] == 1.0
+        assert 2 < precise["nfe"] <= 2 * 3 and precise["finite"] and precise["worst_residual"] is not None
+    assert json.loads(out.read_text())[0]["rows"][1]["method"] == "ddim"
+    printed = capsys.readouterr().out
+    assert "bfloat16 network, float32 state" in printed and "| flux1_dev |" in printed
+
+
+def test_a_size_the_architecture_cannot_take_is_refused(full_size):
+    with pytest.raises(InversaError, match="image size 60x60 does not fit"):
+        full_size.main(["--arch", "sd15", "--size", "60", "--method", "ddim"])
