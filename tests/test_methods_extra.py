@@ -161,3 +161,24 @@ def test_cli_lists_and_edits_with_the_new_methods(pipeline_dir, photo, tmp_path,
     assert main(["edit", photo, "-s", SRC, "-t", TGT, "--model", pipeline_dir("sd"), "--steps", "2", "--method",
                  "cfgpp", "--opt", "lam=2", "-o", str(out)]) == 2
     assert "lam must be in [0, 1]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("family", ["sd", "sd3"])
+@pytest.mark.parametrize("method,w,opts", [("cfgpp", 1.0, {}), ("prompt_tuning", 3.0, {"iters": 2, "lr": 0.1}),
+                                           ("spdinv", 1.0, {"iters": 2})])
+def test_stock_pipeline_replays_the_new_methods(family, method, w, opts, tiny_model):
+    from inversa import stock_callback
+    from inversa.stock import stock_scheduler
+
+    model = tiny_model(family, "float64")
+    inv = invert(model, _image(), SRC, method=method, steps=3, guidance=w, **opts)
+    pipe = type(model.pipe).from_pipe(model.pipe, scheduler=stock_scheduler(model.pipe), dtype=model.dtype)
+    pipe.set_progress_bar_config(disable=True)
+    replay = stock_callback(model.pipe, inv)
+    prompt = {} if "prompt_embeds" in replay.kwargs else {"prompt": inv.prompts}
+    got = pipe(**prompt, output_type="latent", **replay.kwargs).images
+    assert float(relative_error(got, reconstruct(model, inv, decode=False))) < 1e-5
+    if method != "spdinv":  # a plain x_T: nothing to replay; the others need the callback
+        bare = {k: v for k, v in replay.kwargs.items() if not k.startswith("callback")}
+        plain = pipe(**prompt, output_type="latent", **bare).images
+        assert float(relative_error(plain, got)) > 1e-3

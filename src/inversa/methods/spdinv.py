@@ -50,6 +50,8 @@ class ReferenceStep(StepProblem):
         out = super().output(x, idx)
         alpha, sigma = self.levels[0], self.levels[1]
         _, _, c3, c4 = samplers.to_x0_eps(self.model.prediction, alpha, sigma)
+        if not self.weight or c4 == 0:  # c4 = 0: pure noise of a flow model, the output sets no noise
+            return out
         gap = (x - alpha * self.z0[idx].to(x)) / sigma - (c3 * x + c4 * out)
         norm = gap.flatten(1).norm(dim=1).clamp_min(1e-30)
         return out + (self.weight / norm).clamp(max=1.0).view(-1, *([1] * (out.ndim - 1))) * gap / c4
