@@ -177,8 +177,9 @@ def test_stock_pipeline_replays_the_new_methods(family, method, w, opts, tiny_mo
     replay = stock_callback(model.pipe, inv)
     prompt = {} if "prompt_embeds" in replay.kwargs else {"prompt": inv.prompts}
     got = pipe(**prompt, output_type="latent", **replay.kwargs).images
-    assert float(relative_error(got, reconstruct(model, inv, decode=False))) < 1e-5
+    err = float(relative_error(got, reconstruct(model, inv, decode=False)))
+    assert err < 1e-5
     if method != "spdinv":  # a plain x_T: nothing to replay; the others need the callback
         bare = {k: v for k, v in replay.kwargs.items() if not k.startswith("callback")}
         plain = pipe(**prompt, output_type="latent", **bare).images
-        assert float(relative_error(plain, got)) > 1e-3
+        assert float(relative_error(plain, got)) > 100 * err
