@@ -183,3 +183,14 @@ def test_stock_pipeline_replays_the_new_methods(family, method, w, opts, tiny_mo
         bare = {k: v for k, v in replay.kwargs.items() if not k.startswith("callback")}
         plain = pipe(**prompt, output_type="latent", **bare).images
         assert float(relative_error(plain, got)) > 100 * err
+
+
+def test_edit_bench_runs_a_method_with_its_editing_options(tmp_path, bench_script):
+    eb = bench_script("edit_bench")
+    label = "spdinv + prox 0.7 + pull 1"
+    assert eb.VARIANTS[label] == ("spdinv", {"prox": 0.7, "pull": 1.0})
+    assert eb.main(["--model", "random-sd", "--n", "1", "--steps", "2", "--methods", label, "--out",
+                    str(tmp_path / "edit")]) == 0
+    assert f"| {label} |" in (tmp_path / "edit.md").read_text()
+    rows = __import__("json").loads((tmp_path / "edit.json").read_text())["results"][label]
+    assert all(r["nfe"] > 2 * 2 * 2 for r in rows)  # inversion + two guided branches x 2 steps
