@@ -32,7 +32,11 @@ from inversa.metrics import psnr, ssim_map
 from inversa.tiny import shapes as S
 
 METHODS = ("ddim", "negative_prompt", "null_text", "direct", "edict", "bdia", "ddpm_edit_friendly")
-METHOD_OPTS = {"null_text": {"iters": 5, "lr": 0.05}}
+METHODS += ("cfgpp", "spdinv", "spdinv, negative ''", "spdinv + prox 0.7 + pull 1", "dci", "prompt_tuning")
+METHOD_OPTS = {"null_text": {"iters": 5, "lr": 0.05}, "prompt_tuning": {"iters": 5, "lr": 0.05}}
+# rows that run a method with editing options: label -> (method, edit keywords)
+VARIANTS = {"spdinv, negative ''": ("spdinv", {"negative": ""}),
+            "spdinv + prox 0.7 + pull 1": ("spdinv", {"prox": 0.7, "pull": 1.0})}
 PALETTE = {name: np.asarray(rgb, np.float64) / 255 for name, rgb in S.COLOURS.items()}
 
 
@@ -128,18 +132,20 @@ def run(args) -> tuple[dict, list[Task], dict]:
         for task in work:
             start = time.perf_counter()
             rt = model.decode(model.encode(task.image))
-            rows["vae round trip (ceiling)"].append({**score(task, rt, rt), "seconds": time.perf_counter() - start})
+            rows["vae round trip (ceiling)"].append({**score(task, rt, rt), "seconds": time.perf_counter() - start, "nfe": 0})
     stages = [("", {})] + ([(" + decoder inversion", {"decoder_inversion": True})] if args.decoder_inversion else [])
-    for method in args.methods:
+    for name in args.methods:
+        method, options = VARIANTS.get(name, (name, {}))
         for suffix, extra in stages:
-            label = method + suffix
+            label = name + suffix
             rows[label], images[label] = [], []
             for task in tqdm(work, desc=label, leave=False):
-                start = time.perf_counter()
+                start, model.nfe = time.perf_counter(), 0
                 res = edit(model, task.image, task.caption, task.target, method=method, steps=args.steps,
                            guidance=args.guidance, cross_replace=args.cross_replace, full=True,
-                           **METHOD_OPTS.get(method, {}), **extra)
-                rows[label].append({**score(task, res.images, res.source), "seconds": time.perf_counter() - start})
+                           **METHOD_OPTS.get(method, {}), **options, **extra)
+                rows[label].append({**score(task, res.images, res.source), "seconds": time.perf_counter() - start,
+                                    "nfe": model.nfe})
                 images[label].append(res.images[0])
     config = {k: v for k, v in vars(args).items() if k != "out"}
     return {"config": config, "tasks": [[t.caption, t.target] for t in work], "results": rows}, work, images
@@ -147,7 +153,7 @@ def run(args) -> tuple[dict, list[Task], dict]:
 
 def table(report: dict) -> str:
     lines = ["| method | bg PSNR (dB) | bg SSIM | colour success | shape success | structure x100 | "
-             "PSNR to truth (dB) | source PSNR (dB) | s/edit |", "|---|---|---|---|---|---|---|---|---|"]
+             "PSNR to truth (dB) | source PSNR (dB) | s/edit | NFE |", "|---|---|---|---|---|---|---|---|---|---|"]
     for method, per in report["results"].items():
         def mean(key, kind=None):
             vals = [r[key] for r in per if kind is None or r["kind"] == kind]
@@ -156,11 +162,11 @@ def table(report: dict) -> str:
         lines.append(f"| {method} | {mean('bg_psnr'):.2f} | {mean('bg_ssim'):.3f} | "
                      f"{100 * mean('success', 'colour'):.0f}% | {100 * mean('success', 'shape'):.0f}% | "
                      f"{mean('structure'):.2f} | {mean('truth_psnr'):.2f} | {mean('src_psnr'):.2f} | "
-                     f"{mean('seconds'):.2f} |")
+                     f"{mean('seconds'):.2f} | {mean('nfe'):.0f} |")
     cfg = report["config"]
     head = (f"model {cfg['model'] or 'embedded'}, {cfg['n']} shapes images (seed {cfg['seed']}) x 2 edits, "
             f"{cfg['steps']} steps, guidance {cfg['guidance']}, cross_replace {cfg['cross_replace']}, "
-            f"dtype {cfg['dtype']}, null_text {METHOD_OPTS['null_text']}")
+            f"dtype {cfg['dtype']}, options {METHOD_OPTS}; NFE = network evaluations per edit, both branches")
     return head + "\n\n" + "\n".join(lines)
 
 

@@ -30,9 +30,10 @@ from .result import Inversion
 from .samplers import slerp
 
 # methods that invert under the sampling guidance (the others invert with the prompt alone, w = 1)
-GUIDED_INVERSION = ("null_text", "direct")
+GUIDED_INVERSION = ("null_text", "direct", "prompt_tuning")
 # batch dimension of each known kind of side state (per-step state is (N, B, ...))
-BATCH_DIMS = {"uncond_hidden": 1, "offsets": 1, "noise_maps": 1, "coupled": 0, "guidance_w": 1}
+BATCH_DIMS = {"uncond_hidden": 1, "offsets": 1, "noise_maps": 1, "coupled": 0, "guidance_w": 1, "cond_hidden": 1,
+              "chain": 1}
 SHARED_STATE = ("guidance_t", "noise_eta")
 SLERP_STATE = ("coupled",)  # latents like x_T: spherical interpolation keeps their norm
 
@@ -159,7 +160,7 @@ def edit(model, image, source_prompt, target_prompt, method: str = "ddim", *, st
          decoder_inversion: bool | dict = False, **config):
     """Edit ``image`` from ``source_prompt`` to ``target_prompt``; returns the edited images (B, 3, H, W).
 
-    ``inversion_guidance`` defaults to ``guidance`` for null_text and direct (they invert
+    ``inversion_guidance`` defaults to ``guidance`` for null_text, direct and prompt_tuning (they invert
     under guidance) and to 1 otherwise. ``negative`` is the target branch's negative
     prompt (default: the source prompt). ``cross_replace`` is the fraction of the steps,
     from the noisy end, with cross-attention maps injected (0 disables; UNet models); ``self_replace``
@@ -274,7 +275,7 @@ def add_command(sub) -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--guidance", type=float, default=7.5, help="sampling guidance w")
     p.add_argument("--inversion-guidance", type=float, default=None,
-                   help="guidance while inverting (default: w for null_text/direct, else 1)")
+                   help="guidance while inverting (default: w for null_text/direct/prompt_tuning, else 1)")
     p.add_argument("--negative", default=None, help="target branch negative prompt (default: the source prompt)")
     p.add_argument("--cross-replace", type=float, default=0.4, help="fraction of steps with cross-attention injection")
     p.add_argument("--self-replace", type=float, default=0.0,

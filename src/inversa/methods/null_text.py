@@ -19,6 +19,34 @@ from . import Trace, register, step_info
 from .ddim import naive_inversion
 
 
+def tune_embedding(model, x, t: float, start: Embeds, guided, target, A, B, *, iters: int, lr: float, tol: float):
+    """Adam on one step's prompt embedding so that ``A x + B guided(out(embedding))`` lands on ``target``.
+
+    ``guided`` combines the tuned branch's output with the fixed one. Returns the embedding's
+    token states, the guided output they give and ``{"nfe", "iters", "residual"}`` (nfe counts the
+    final evaluation when the loop ran out before ``tol``).
+    """
+    var = start.hidden.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([var], lr=lr)
+    used, loss, done = 0, torch.zeros(x.shape[0]), None
+    for _ in range(iters):
+        with torch.enable_grad():
+            out = guided(model.forward(x, t, Embeds(var, start.pooled)))
+            loss = (A * x + B * out - target).flatten(1).pow(2).mean(1)
+        used += 1
+        if float(loss.detach().max()) < tol:
+            done = out.detach()  # the output of the embedding we keep: no re-evaluation
+            break
+        opt.zero_grad()
+        loss.sum().backward()
+        opt.step()
+    hidden, out = var.detach(), done
+    if out is None:
+        with torch.no_grad():
+            out = guided(model.forward(x, t, Embeds(hidden, start.pooled)))
+    return hidden, out, {"nfe": used + (done is None), "iters": used, "residual": loss.detach().double().tolist()}
+
+
 @register("null_text", cost="2 NFE + K x (fwd+bwd) per step, +1 NFE without early stop (K = iters, stop on tol)")
 def invert(model, z0, condition, schedule, *, iters: int = 10, lr: float = 1e-2, tol: float = 1e-5,
            keep_trajectory: bool = True):
@@ -35,28 +63,12 @@ def invert(model, z0, condition, schedule, *, iters: int = 10, lr: float = 1e-2,
         start = time.perf_counter()
         t, levels = float(schedule.timesteps[i]), schedule.levels(i)
         A, B = samplers.coefficients(model.prediction, *levels)
-        target = pivots[i + 1]
         with torch.no_grad():
             c = model.forward(x, t, cond)
-        var = null.clone().requires_grad_(True)
-        opt = torch.optim.Adam([var], lr=lr)
-        used, loss, done = 0, torch.zeros(n), None
-        for _ in range(iters):
-            u = model.forward(x, t, Embeds(var, pooled))
-            loss = (A * x + B * (u + w * (c - u)) - target).flatten(1).pow(2).mean(1)
-            used += 1
-            if float(loss.detach().max()) < tol:
-                done = u.detach()  # the output of the embedding we keep: no re-evaluation
-                break
-            opt.zero_grad()
-            loss.sum().backward()
-            opt.step()
-        null = var.detach()
-        with torch.no_grad():
-            u = done if done is not None else model.forward(x, t, Embeds(null, pooled))
-            x = A * x + B * (u + w * (c - u))
+        null, out, info = tune_embedding(model, x, t, Embeds(null, pooled), lambda u: u + w * (c - u), pivots[i + 1],
+                                         A, B, iters=iters, lr=lr, tol=tol)
+        x = (A * x + B * out).detach()
         nulls.append(null)
         states.append(x)
-        steps.append(step_info(i, 2 + used + (done is None), time.perf_counter() - start, iters=used,
-                               residual=loss.detach().double().tolist()))
+        steps.append(step_info(i, 2 + info.pop("nfe"), time.perf_counter() - start, **info))
     return Trace(pivots[0], states if keep_trajectory else None, {"uncond_hidden": torch.stack(nulls)}, steps)
