@@ -230,8 +230,10 @@ def solve_newton(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0
                  backtrack: int = 2, switch: float = 0.0):
     """Inexact Newton: GMRES on ``J d = -r`` with JVPs, then a per-sample backtracking check.
 
-    With ``switch`` > 0 a sample whose iteration lowers its residual less than ``switch``-fold
-    stops (Newton is not converging there; ``solve_hybrid`` hands it to the next stage).
+    With ``switch`` > 0 a sample whose residual falls less than ``switch``-fold on two iterations
+    in a row stops (Newton is not converging there; ``solve_hybrid`` hands it to the next stage).
+    One slow iteration is not enough: the first step from a poor start often overshoots and is
+    halved, and Newton converges quadratically right after (tiny random Flux, 4 steps).
     """
     vdtype = torch.float64 if x_init.dtype == torch.float64 else torch.float32
     x = x_init.to(vdtype).clone()
@@ -241,6 +243,7 @@ def solve_newton(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0
     mon.record(idx, x, msr(r), count=False)
     outs, rs = out.clone(), r.clone()  # output and residual at the best iterate of every row
     mon.close()
+    slow = torch.zeros(x.shape[0], dtype=torch.long)  # consecutive iterations below the switch rate
     while mon.active.any():
         idx = mon.idx()
         xb, ob, rb = mon.best[idx].to(vdtype), outs[idx], rs[idx]
@@ -260,7 +263,8 @@ def solve_newton(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0
                 break
             scale[pending] *= 0.5
         if switch > 0:
-            mon.active[idx[mon.res[idx] * switch > before]] = False
+            slow[idx] = torch.where(mon.res[idx] * switch > before, slow[idx] + 1, 0)
+            mon.active[idx[slow[idx] >= 2]] = False
         mon.close()
     return mon.best, mon.info()
 
