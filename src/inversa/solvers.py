@@ -332,10 +332,12 @@ def _cg(matvec, b: Tensor, iters: int) -> Tensor:
 
 # --- Anderson on the fixed-point form -------------------------------------------------------------------
 def solve_anderson(problem: StepProblem, x_init: Tensor, *, eta, max_iters: int = 20, patience: int = 0,
-                   depth: int = 5):
+                   depth: int = 5, switch: float = 0.0, window: int = 3):
     """Anderson-accelerated fixed point ``x = (y - B out(x)) / A = x - r(x) / A`` (type II, per sample).
 
-    One network call per iteration; returns the best evaluated iterate.
+    One network call per iteration; returns the best evaluated iterate. With ``switch`` > 0 a
+    sample stops once its best residual fell less than ``switch``-fold over ``window`` iterations
+    (the map does not contract fast enough there; ``solve_hybrid`` hands it on).
     """
     from .methods.fixed_point import _anderson_mix
 
@@ -343,10 +345,14 @@ def solve_anderson(problem: StepProblem, x_init: Tensor, *, eta, max_iters: int 
     x = x_init.to(vdtype).clone()
     mon = Monitor(x, eta, 0.0, max_iters, patience)
     hist_x, hist_g = [], []  # full-batch; rows of finished samples are never read
+    trail = []  # best residuals after each iteration; rows still active have run every one of them
     while mon.active.any():
         idx = mon.idx()
         r, _ = problem.residual(x[idx], idx)
         mon.record(idx, x[idx], msr(r))
+        trail.append(mon.res.clone())
+        if switch > 0 and len(trail) > window:
+            mon.active[idx[mon.res[idx] * switch > trail[-window - 1][idx]]] = False
         full_g = x.clone()
         full_g[idx] = x[idx] - r / problem.A
         hist_x, hist_g = (hist_x + [x.clone()])[-depth:], (hist_g + [full_g])[-depth:]
@@ -445,15 +451,21 @@ def solve_lbfgs(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0,
 def solve_hybrid(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0, max_iters: int = 40,
                  patience: int = 3, krylov: int = 8, forcing: float = 1e-3, jvp: str = "fd", switch: float = 4.0,
                  newton_iters: int = 10, depth: int = 5, history: int = 20):
-    """Newton-GMRES while it converges (``switch``-fold per iteration), then for the samples not done
-    Anderson (1 forward per iteration) until it stalls, then L-BFGS; ``max_iters`` caps each of the last two.
+    """Anderson while the fixed-point map contracts (``switch``-fold per 3 iterations), then Newton-GMRES
+    while it converges (``switch``-fold per iteration), then L-BFGS, each stage for the samples not done.
+
+    ``max_iters`` caps the Anderson iterations and the L-BFGS evaluations; Newton gets ``newton_iters``.
+    Anderson first because it costs one forward per iteration where Newton costs 1 + krylov.
     """
-    x, info = solve_newton(problem, x_init, eta=eta, rtol=rtol, max_iters=newton_iters, patience=patience,
-                           krylov=krylov, forcing=forcing, jvp=jvp, switch=switch)
-    eta = torch.as_tensor(eta, dtype=torch.float64).expand(x.shape[0])
+    eta = torch.as_tensor(eta, dtype=torch.float64).expand(x_init.shape[0])
+    stages = (lambda p, x0, e: solve_anderson(p, x0, eta=e, max_iters=max_iters, patience=5, depth=depth,
+                                              switch=switch),
+              lambda p, x0, e: solve_newton(p, x0, eta=e, rtol=rtol, max_iters=newton_iters, patience=patience,
+                                            krylov=krylov, forcing=forcing, jvp=jvp, switch=switch),
+              lambda p, x0, e: solve_lbfgs(p, x0, eta=e, rtol=rtol, max_iters=max_iters, history=history))
+    x, info = stages[0](problem, x_init, eta)
     x = x.clone()
-    for stage in (lambda p, x0, e: solve_anderson(p, x0, eta=e, max_iters=max_iters, patience=5, depth=depth),
-                  lambda p, x0, e: solve_lbfgs(p, x0, eta=e, max_iters=max_iters, history=history)):
+    for stage in stages[1:]:
         left = (info["residual"] > eta).nonzero().squeeze(1)
         if rtol > 0:
             left = left[info["residual"][left] > rtol * info["initial"][left]]
