@@ -155,8 +155,8 @@ def markdown(rows, args) -> str:
     lines = [f"# Hard-regime benchmark\n\n`PYTHONPATH=src python benchmarks/hard_regime.py {args.cmd}`\n",
              f"Settings: batch {args.batch}, oracle {max(args.batch, 2)} (photos: {', '.join(PHOTOS[:args.batch])}; 64 px, 32x32 latents), "
              f"float32 pipelines / float64 oracle, {args.threads} thread(s), defaults of every method except the cap "
-             "column (fixed_point `iters`, preciseinv `max_iters`; hybrid: <= 10 Newton iterations, then <= cap "
-             "Anderson iterations and <= cap L-BFGS evaluations, default cap 40); default preciseinv stopping rule `residual_tol=1e-9` (relative, floored at 0.1 sqrt(dtype eps), float32: 3.5e-5), "
+             "column (fixed_point `iters`, preciseinv `max_iters`; hybrid: <= cap Anderson iterations, then <= 10 "
+             "Newton iterations, then <= cap L-BFGS evaluations, default cap 40); default preciseinv stopping rule `residual_tol=1e-9` (relative, floored at 0.1 sqrt(dtype eps), float32: 3.5e-5), "
              "paper solver `eta=1e-5` (precise preset), lr by family. Latent MSE and x_T error: worst sample of the "
              "batch. Machine: 2-core CPU shared with other jobs.\n",
              "## Verdict: default preciseinv (largest cap) vs the paper solver (100 iterations) and fixed_point anderson "

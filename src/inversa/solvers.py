@@ -19,13 +19,15 @@ Solvers:
 - ``anderson``: Anderson acceleration of the fixed-point form ``x = x - r(x) / A``.
 - ``lbfgs``: limited-memory BFGS on the mean squared residual (gradient by reverse mode,
   per-sample Armijo backtracking): slow but monotone where Newton-GMRES stagnates.
-- ``hybrid``: Newton while each iteration cuts the residual ``switch``-fold, then Anderson
-  until it stalls, then L-BFGS, each for the samples not done. Why: on a random or badly
-  conditioned network GMRES stagnates (on the tiny random SD at 2 steps a 40-vector Krylov
-  space still leaves 77-97% of the linear residual) and the network is far from linear
-  over a Newton step, so Newton crawls while a least-squares descent keeps making
-  progress; where the fixed-point map contracts Anderson is cheapest (one forward per
-  iteration); on smooth steps Newton converges quadratically.
+- ``hybrid``: Anderson while the fixed-point map contracts (``switch``-fold in 3 iterations),
+  then Newton while each iteration cuts the residual ``switch``-fold (two slow iterations in a
+  row end it), then L-BFGS, each for the samples not done. Why: Anderson costs one forward per
+  iteration and finishes easy steps (few steps from a clean latent, or many small steps) before
+  Newton has built its first Krylov space; on smooth steps Newton converges quadratically; on a
+  random or badly conditioned network (the tiny random SD at 2 steps: ``|B d out/dx| ~ 2.3 |A|``)
+  the spectrum of ``J`` surrounds 0, so Krylov methods on ``J`` stagnate (120 GMRES vectors
+  still leave 68-71% of the linear residual) and only descent on ``|r|^2`` (needing ``J^T``,
+  a backward pass) keeps making progress.
 """
 from __future__ import annotations
 
