@@ -180,3 +180,20 @@ def test_hybrid_hands_stalled_samples_to_lbfgs(tiny_model):
     _, hybrid = solve(model, z0, t, cond, levels, solver="hybrid", max_iters=12)
     assert float(hybrid["residual"][0]) < 0.5 * float(newton["residual"][0])
     assert int(hybrid["iters"][0]) > int(newton["iters"][0])
+
+
+def test_hybrid_starts_with_anderson_where_the_step_contracts(tiny_model):
+    """One step from t 1: the fixed-point map contracts, so Anderson (1 forward per iteration) finishes
+    the step before Newton-GMRES (1 + krylov forwards per iteration) would have done one iteration."""
+    model = tiny_model("sd")
+    z0 = torch.randn(1, 4, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.05
+    cond, sched = model.condition([""]), model.schedule(1)
+    levels, t = sched.levels(0), float(sched.timesteps[0])
+    cost, info = {}, {}
+    for solver in ("newton", "hybrid"):
+        model.nfe = 0
+        _, info[solver] = solve(model, z0, t, cond, levels, solver=solver)
+        cost[solver] = model.nfe
+    goal = float(targets(model, z0, 0.0, 1e-9)[0])
+    assert float(info["hybrid"]["residual"][0]) <= goal and float(info["newton"]["residual"][0]) <= goal
+    assert cost["hybrid"] < 1 + 8 < cost["newton"], cost

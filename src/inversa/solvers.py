@@ -19,13 +19,15 @@ Solvers:
 - ``anderson``: Anderson acceleration of the fixed-point form ``x = x - r(x) / A``.
 - ``lbfgs``: limited-memory BFGS on the mean squared residual (gradient by reverse mode,
   per-sample Armijo backtracking): slow but monotone where Newton-GMRES stagnates.
-- ``hybrid``: Newton while each iteration cuts the residual ``switch``-fold, then Anderson
-  until it stalls, then L-BFGS, each for the samples not done. Why: on a random or badly
-  conditioned network GMRES stagnates (on the tiny random SD at 2 steps a 40-vector Krylov
-  space still leaves 77-97% of the linear residual) and the network is far from linear
-  over a Newton step, so Newton crawls while a least-squares descent keeps making
-  progress; where the fixed-point map contracts Anderson is cheapest (one forward per
-  iteration); on smooth steps Newton converges quadratically.
+- ``hybrid``: Anderson while the fixed-point map contracts (``switch``-fold in 3 iterations),
+  then Newton while each iteration cuts the residual ``switch``-fold (two slow iterations in a
+  row end it), then L-BFGS, each for the samples not done. Why: Anderson costs one forward per
+  iteration and finishes easy steps (few steps from a clean latent, or many small steps) before
+  Newton has built its first Krylov space; on smooth steps Newton converges quadratically; on a
+  random or badly conditioned network (the tiny random SD at 2 steps: ``|B d out/dx| ~ 2.3 |A|``)
+  the spectrum of ``J`` surrounds 0, so Krylov methods on ``J`` stagnate (120 GMRES vectors
+  still leave 68-71% of the linear residual) and only descent on ``|r|^2`` (needing ``J^T``,
+  a backward pass) keeps making progress.
 """
 from __future__ import annotations
 
@@ -230,8 +232,10 @@ def solve_newton(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0
                  backtrack: int = 2, switch: float = 0.0):
     """Inexact Newton: GMRES on ``J d = -r`` with JVPs, then a per-sample backtracking check.
 
-    With ``switch`` > 0 a sample whose iteration lowers its residual less than ``switch``-fold
-    stops (Newton is not converging there; ``solve_hybrid`` hands it to the next stage).
+    With ``switch`` > 0 a sample whose residual falls less than ``switch``-fold on two iterations
+    in a row stops (Newton is not converging there; ``solve_hybrid`` hands it to the next stage).
+    One slow iteration is not enough: the first step from a poor start often overshoots and is
+    halved, and Newton converges quadratically right after (tiny random Flux, 4 steps).
     """
     vdtype = torch.float64 if x_init.dtype == torch.float64 else torch.float32
     x = x_init.to(vdtype).clone()
@@ -241,6 +245,7 @@ def solve_newton(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0
     mon.record(idx, x, msr(r), count=False)
     outs, rs = out.clone(), r.clone()  # output and residual at the best iterate of every row
     mon.close()
+    slow = torch.zeros(x.shape[0], dtype=torch.long)  # consecutive iterations below the switch rate
     while mon.active.any():
         idx = mon.idx()
         xb, ob, rb = mon.best[idx].to(vdtype), outs[idx], rs[idx]
@@ -260,7 +265,8 @@ def solve_newton(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0
                 break
             scale[pending] *= 0.5
         if switch > 0:
-            mon.active[idx[mon.res[idx] * switch > before]] = False
+            slow[idx] = torch.where(mon.res[idx] * switch > before, slow[idx] + 1, 0)
+            mon.active[idx[slow[idx] >= 2]] = False
         mon.close()
     return mon.best, mon.info()
 
@@ -328,10 +334,12 @@ def _cg(matvec, b: Tensor, iters: int) -> Tensor:
 
 # --- Anderson on the fixed-point form -------------------------------------------------------------------
 def solve_anderson(problem: StepProblem, x_init: Tensor, *, eta, max_iters: int = 20, patience: int = 0,
-                   depth: int = 5):
+                   depth: int = 5, switch: float = 0.0, window: int = 3):
     """Anderson-accelerated fixed point ``x = (y - B out(x)) / A = x - r(x) / A`` (type II, per sample).
 
-    One network call per iteration; returns the best evaluated iterate.
+    One network call per iteration; returns the best evaluated iterate. With ``switch`` > 0 a
+    sample stops once its best residual fell less than ``switch``-fold over ``window`` iterations
+    (the map does not contract fast enough there; ``solve_hybrid`` hands it on).
     """
     from .methods.fixed_point import _anderson_mix
 
@@ -339,10 +347,14 @@ def solve_anderson(problem: StepProblem, x_init: Tensor, *, eta, max_iters: int 
     x = x_init.to(vdtype).clone()
     mon = Monitor(x, eta, 0.0, max_iters, patience)
     hist_x, hist_g = [], []  # full-batch; rows of finished samples are never read
+    trail = []  # best residuals after each iteration; rows still active have run every one of them
     while mon.active.any():
         idx = mon.idx()
         r, _ = problem.residual(x[idx], idx)
         mon.record(idx, x[idx], msr(r))
+        trail.append(mon.res.clone())
+        if switch > 0 and len(trail) > window:
+            mon.active[idx[mon.res[idx] * switch > trail[-window - 1][idx]]] = False
         full_g = x.clone()
         full_g[idx] = x[idx] - r / problem.A
         hist_x, hist_g = (hist_x + [x.clone()])[-depth:], (hist_g + [full_g])[-depth:]
@@ -441,15 +453,21 @@ def solve_lbfgs(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0,
 def solve_hybrid(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0, max_iters: int = 40,
                  patience: int = 3, krylov: int = 8, forcing: float = 1e-3, jvp: str = "fd", switch: float = 4.0,
                  newton_iters: int = 10, depth: int = 5, history: int = 20):
-    """Newton-GMRES while it converges (``switch``-fold per iteration), then for the samples not done
-    Anderson (1 forward per iteration) until it stalls, then L-BFGS; ``max_iters`` caps each of the last two.
+    """Anderson while the fixed-point map contracts (``switch``-fold per 3 iterations), then Newton-GMRES
+    while it converges (``switch``-fold per iteration), then L-BFGS, each stage for the samples not done.
+
+    ``max_iters`` caps the Anderson iterations and the L-BFGS evaluations; Newton gets ``newton_iters``.
+    Anderson first because it costs one forward per iteration where Newton costs 1 + krylov.
     """
-    x, info = solve_newton(problem, x_init, eta=eta, rtol=rtol, max_iters=newton_iters, patience=patience,
-                           krylov=krylov, forcing=forcing, jvp=jvp, switch=switch)
-    eta = torch.as_tensor(eta, dtype=torch.float64).expand(x.shape[0])
+    eta = torch.as_tensor(eta, dtype=torch.float64).expand(x_init.shape[0])
+    stages = (lambda p, x0, e: solve_anderson(p, x0, eta=e, max_iters=max_iters, patience=5, depth=depth,
+                                              switch=switch),
+              lambda p, x0, e: solve_newton(p, x0, eta=e, rtol=rtol, max_iters=newton_iters, patience=patience,
+                                            krylov=krylov, forcing=forcing, jvp=jvp, switch=switch),
+              lambda p, x0, e: solve_lbfgs(p, x0, eta=e, rtol=rtol, max_iters=max_iters, history=history))
+    x, info = stages[0](problem, x_init, eta)
     x = x.clone()
-    for stage in (lambda p, x0, e: solve_anderson(p, x0, eta=e, max_iters=max_iters, patience=5, depth=depth),
-                  lambda p, x0, e: solve_lbfgs(p, x0, eta=e, max_iters=max_iters, history=history)):
+    for stage in stages[1:]:
         left = (info["residual"] > eta).nonzero().squeeze(1)
         if rtol > 0:
             left = left[info["residual"][left] > rtol * info["initial"][left]]

@@ -4,7 +4,7 @@ The residual of step i is ``r(x) = A x + B out(x) - x_{i+1}`` (samplers.coeffici
 so the result is a plain ``x_T`` that the stock deterministic sampler maps back to the
 latent. Every step starts from one naive inverse step (also for flow models, where the
 paper had none). ``solver="paper"`` is the paper's AdamW on ``eps`` (the baseline);
-``hybrid`` (default: Newton-GMRES, then Anderson, then L-BFGS, each where the last stalls), ``newton``, ``lbfgs``,
+``hybrid`` (default: Anderson, then Newton-GMRES, then L-BFGS, each where the last stalls), ``newton``, ``lbfgs``,
 ``gauss_newton`` and ``anderson`` are the solvers of :mod:`inversa.solvers`.
 ``sampler="ddpm"`` instead keeps DDPM noise maps in closed form (edit-friendly: x_i drawn
 independently from q(x_i | z0), z_i = (x_{i+1} - mu(x_i)) / s_i) and uses the solver only
@@ -114,8 +114,8 @@ def invert(model, z0, condition, schedule, *, solver: Literal[SOLVERS] = "hybrid
 
     ``residual_tol`` is the per-step residual relative to the step's scale; ``eta`` >= 0 adds the
     paper's absolute mean squared target (1e-2 fast, 1e-5 precise; -1: the ``paper`` solver's 1e-5,
-    none for the others). ``max_iters`` caps each solver's iterations (hybrid: at most 10 Newton
-    iterations, then ``max_iters`` (default 40) Anderson iterations and L-BFGS evaluations).
+    none for the others). ``max_iters`` caps each solver's iterations (hybrid: ``max_iters`` (default 40)
+    Anderson iterations, then at most 10 Newton iterations, then ``max_iters`` L-BFGS evaluations).
     """
     if sampler not in SAMPLERS:
         raise InversaError(f"unknown preciseinv sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
