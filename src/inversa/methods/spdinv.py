@@ -69,10 +69,11 @@ def check_edit_options(prox: float, pull: float) -> None:
 @torch.no_grad()
 def refine(model, z0, condition, schedule, *, iters: int, lr: float, tol: float, ref_weight: float,
            keep_trajectory: bool, desc: str) -> Trace:
-    """The SPDInv / DCI loop: naive step, then AdamW on z_t against the step residual."""
-    if condition.guided:
-        raise InversaError(f"{desc} inverts with the source prompt alone: leave guidance at 1 "
-                           "(editing guides the target branch itself)")
+    """The SPDInv / DCI loop: naive step, then AdamW on z_t against the step residual.
+
+    The papers invert at guidance 1 (the default, and ``inversa edit``'s); another guidance
+    refines the guided step, which reconstruction replays.
+    """
     n = z0.shape[0]
     x, chain, steps = z0, [z0], []
     for i in backwards(schedule, desc):
