@@ -132,7 +132,8 @@ def run(args) -> tuple[dict, list[Task], dict]:
         for task in work:
             start = time.perf_counter()
             rt = model.decode(model.encode(task.image))
-            rows["vae round trip (ceiling)"].append({**score(task, rt, rt), "seconds": time.perf_counter() - start, "nfe": 0})
+            rows["vae round trip (ceiling)"].append({**score(task, rt, rt), "seconds": time.perf_counter() - start,
+                                                     "nfe": 0})
     stages = [("", {})] + ([(" + decoder inversion", {"decoder_inversion": True})] if args.decoder_inversion else [])
     for name in args.methods:
         method, options = VARIANTS.get(name, (name, {}))

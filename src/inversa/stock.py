@@ -106,9 +106,9 @@ class StockReplay:
             condition = model.condition(inv.prompts, inv.guidance, inv.negative)
             self.kwargs["prompt_embeds"] = self.state["cond_hidden"][0].to(model.dtype)
             self.kwargs["negative_prompt_embeds"] = condition.uncond.hidden.to(model.dtype)
-            for key, embeds in (("pooled_prompt_embeds", condition.cond), ("negative_pooled_prompt_embeds", condition.uncond)):
-                if embeds.pooled is not None:
-                    self.kwargs[key] = embeds.pooled.to(model.dtype)
+            pooled = {"pooled_prompt_embeds": condition.cond.pooled,
+                      "negative_pooled_prompt_embeds": condition.uncond.pooled}
+            self.kwargs.update({k: v.to(model.dtype) for k, v in pooled.items() if v is not None})
         self.cfgpp = CapturedScale(float(inv.config.get("lam", cfgpp.LAM))) if inv.method == "cfgpp" else None
         if self.cfgpp is not None:
             self.kwargs["guidance_scale"] = self.cfgpp

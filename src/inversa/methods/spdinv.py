@@ -69,10 +69,11 @@ def check_edit_options(prox: float, pull: float) -> None:
 @torch.no_grad()
 def refine(model, z0, condition, schedule, *, iters: int, lr: float, tol: float, ref_weight: float,
            keep_trajectory: bool, desc: str) -> Trace:
-    """The SPDInv / DCI loop: naive step, then AdamW on z_t against the step residual."""
-    if condition.guided:
-        raise InversaError(f"{desc} inverts with the source prompt alone: leave guidance at 1 "
-                           "(editing guides the target branch itself)")
+    """The SPDInv / DCI loop: naive step, then AdamW on z_t against the step residual.
+
+    The papers invert at guidance 1 (the default, and ``inversa edit``'s); another guidance
+    refines the guided step, which reconstruction replays.
+    """
     n = z0.shape[0]
     x, chain, steps = z0, [z0], []
     for i in backwards(schedule, desc):
@@ -104,8 +105,8 @@ def sample(model, inv, schedule, condition):
     for i in range(len(schedule)):
         u, c = model.predict_parts(x, float(schedule.timesteps[i]), condition)
         d = c - u
-        size = d.abs().flatten(1).float()
-        kept = d.abs() > torch.quantile(size, prox, dim=1).to(d).view(-1, *([1] * (d.ndim - 1)))
+        level = torch.quantile(d.abs().flatten(1).float(), prox, dim=1).to(d)
+        kept = d.abs() > level.view(-1, *([1] * (d.ndim - 1)))
         x = samplers.step(model.prediction, x, u + condition.guidance * d * kept, *schedule.levels(i))
         if pull:
             outside = ~kept.any(1, keepdim=True)
@@ -125,7 +126,7 @@ def invert(model, z0, condition, schedule, *, iters: int = 25, lr: float = 1e-3,
 @register("dci", sample=sample, cost="1 NFE + up to K x (fwd+bwd) per step (K = 5)")
 def invert_dci(model, z0, condition, schedule, *, iters: int = 5, lr: float = 1e-3, tol: float = 5e-6,
                ref_weight: float = 2.0, prox: float = 0.0, pull: float = 0.0, keep_trajectory: bool = True):
-    """SPDInv's loop with the network output pulled towards the naive step's reference output (DCI)."""
+    """SPDInv's loop with the noise prediction moved towards the image's own noise at that level (DCI)."""
     check_edit_options(prox, pull)
     return refine(model, z0, condition, schedule, iters=iters, lr=lr, tol=tol, ref_weight=ref_weight,
                   keep_trajectory=keep_trajectory, desc="dci")
