@@ -53,6 +53,8 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[int, torch.Generator, torch.n
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     ema = copy.deepcopy(model).requires_grad_(False)
     step, spent, loss_v = 0, 0.0, float("nan")
+    if not resume and os.path.exists(os.path.join(output, "losses.csv")):
+        os.remove(os.path.join(output, "losses.csv"))
     if resume and os.path.exists(ckpt):
         st = checkpoint.load(ckpt)
         model.load_state_dict(st["model"]), ema.load_state_dict(st["ema"]), opt.load_state_dict(st["opt"])

@@ -85,8 +85,6 @@ def train(output: str, base: str | None = None, steps: int = 4000, minutes: floa
     from . import default_model_path
 
     os.makedirs(output, exist_ok=True)
-    if not resume and os.path.exists(os.path.join(output, "losses.csv")):
-        os.remove(os.path.join(output, "losses.csv"))
     base = base or default_model_path()
     base_pipe = StableDiffusionPipeline.from_pretrained(base, local_files_only=True)
     base_pipe.vae.eval().requires_grad_(False)

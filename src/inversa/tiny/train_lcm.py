@@ -94,8 +94,6 @@ def train(output: str, teacher: str | None = None, steps: int = 4000, minutes: f
     from . import default_model_path
 
     os.makedirs(output, exist_ok=True)
-    if not resume and os.path.exists(os.path.join(output, "losses.csv")):
-        os.remove(os.path.join(output, "losses.csv"))
     teacher = teacher or default_model_path()
     pipe = StableDiffusionPipeline.from_pretrained(teacher, local_files_only=True)
     for m in (pipe.unet, pipe.text_encoder, pipe.vae):
