@@ -7,6 +7,7 @@ that survive resumes, checkpoints as safetensors (``checkpoint.save``), losses a
 from __future__ import annotations
 
 import copy
+import json
 import os
 import time
 from typing import Callable
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from . import checkpoint
+from ..outputs import write_text
 from .train import _budget_done, _log, encode_dataset
 
 
@@ -51,6 +53,8 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[int, torch.Generator, torch.n
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     ema = copy.deepcopy(model).requires_grad_(False)
     step, spent, loss_v = 0, 0.0, float("nan")
+    if not resume and os.path.exists(os.path.join(output, "losses.csv")):
+        os.remove(os.path.join(output, "losses.csv"))
     if resume and os.path.exists(ckpt):
         st = checkpoint.load(ckpt)
         model.load_state_dict(st["model"]), ema.load_state_dict(st["ema"]), opt.load_state_dict(st["opt"])
@@ -90,3 +94,11 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[int, torch.Generator, torch.n
         save(seconds)
     ema.eval()
     return dict(steps=step, seconds=seconds, loss=loss_v), ema
+
+
+def write_info(output: str, resume: bool, command: str | None, info: dict) -> None:
+    """training.json with the command lines of every resume, for the model card."""
+    path = os.path.join(output, "training.json")
+    commands = json.load(open(path)).get("commands", []) if resume and os.path.exists(path) else []
+    write_text(path, json.dumps(dict(commands=commands + ([command] if command else []), **info), indent=2))
+

@@ -14,7 +14,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from .loop import cached_latents, fit, sample_latents
+from .loop import cached_latents, fit, sample_latents, write_info
 
 CONFIGS = {
     "default": dict(num_layers=4, attention_head_dim=32, num_attention_heads=4),
@@ -83,11 +83,8 @@ def train(output: str, base: str | None = None, steps: int = 4000, minutes: floa
     from diffusers import StableDiffusionPipeline
 
     from . import default_model_path
-    from .train_lcm import _write_info
 
     os.makedirs(output, exist_ok=True)
-    if not resume and os.path.exists(os.path.join(output, "losses.csv")):
-        os.remove(os.path.join(output, "losses.csv"))
     base = base or default_model_path()
     base_pipe = StableDiffusionPipeline.from_pretrained(base, local_files_only=True)
     base_pipe.vae.eval().requires_grad_(False)
@@ -99,7 +96,7 @@ def train(output: str, base: str | None = None, steps: int = 4000, minutes: floa
     pipe.register_modules(transformer=ema.half())
     pipe.save_pretrained(output)
     params = sum(p.numel() for p in ema.parameters())
-    _write_info(output, resume, command, dict(recipe="flow", base=base, config=config, seed=seed,
+    write_info(output, resume, command, dict(recipe="flow", base=base, config=config, seed=seed,
                                               batch_size=batch_size, dataset_size=dataset_size, lr=lr, shift=SHIFT,
                                               transformer_parameters=params, flow=summary,
                                               torch_threads=torch.get_num_threads()))

@@ -18,14 +18,12 @@ text encoder and tokenizer; the UNet is stored in float16 to keep the shipped pa
 """
 from __future__ import annotations
 
-import json
 import os
 
 import torch
 
-from .loop import cached_latents, fit, sample_latents
+from .loop import cached_latents, fit, sample_latents, write_info
 from .train import MAX_TOKENS
-from ..outputs import write_text
 
 GRID = 50  # LCMScheduler's original_inference_steps: the teacher's skipping-step grid
 COND_DIM = 256  # guidance embedding width, as LCM-SD1.5
@@ -96,8 +94,6 @@ def train(output: str, teacher: str | None = None, steps: int = 4000, minutes: f
     from . import default_model_path
 
     os.makedirs(output, exist_ok=True)
-    if not resume and os.path.exists(os.path.join(output, "losses.csv")):
-        os.remove(os.path.join(output, "losses.csv"))
     teacher = teacher or default_model_path()
     pipe = StableDiffusionPipeline.from_pretrained(teacher, local_files_only=True)
     for m in (pipe.unet, pipe.text_encoder, pipe.vae):
@@ -117,15 +113,8 @@ def train(output: str, teacher: str | None = None, steps: int = 4000, minutes: f
                                          unet=ema.half(), scheduler=sched, safety_checker=None, feature_extractor=None,
                                          requires_safety_checker=False)
     lcm.save_pretrained(output)
-    _write_info(output, resume, command, dict(recipe="lcm", teacher=teacher, seed=seed, batch_size=batch_size,
+    write_info(output, resume, command, dict(recipe="lcm", teacher=teacher, seed=seed, batch_size=batch_size,
                                               dataset_size=dataset_size, lr=lr, w_range=W_RANGE, grid=GRID,
                                               lcm=summary, torch_threads=torch.get_num_threads()))
     return output
-
-
-def _write_info(output: str, resume: bool, command: str | None, info: dict) -> None:
-    """training.json with the command lines of every resume, for the model card."""
-    path = os.path.join(output, "training.json")
-    commands = json.load(open(path)).get("commands", []) if resume and os.path.exists(path) else []
-    write_text(path, json.dumps(dict(commands=commands + ([command] if command else []), **info), indent=2))
 
