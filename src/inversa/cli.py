@@ -185,6 +185,12 @@ def run_methods(args) -> int:
         spec = get_method(name)
         opts = ", ".join(f"{k}={v!r}" for k, v in spec.options().items() if k != "keep_trajectory")
         print(f"{name:20s} {spec.cost:40s} {spec.summary}\n{'':20s} options: {opts or '-'}")
+    from .recipes import RECIPES
+
+    print("\nediting recipes (inversa edit --method NAME; they edit the latent directly, nothing to invert or save):")
+    for name, recipe in RECIPES.items():
+        opts = ", ".join(f"{k}={v!r}" for k, v in recipe.options().items())
+        print(f"{name:20s} {recipe.cost:40s} {recipe.summary}\n{'':20s} options: {opts or '-'}")
     return 0
 
 

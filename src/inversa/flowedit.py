@@ -22,8 +22,6 @@ from . import flow
 from .errors import InversaError
 from .model import Condition
 
-OPTIONS = ("strength", "n_avg", "seed")
-
 
 @torch.no_grad()
 def flowedit(model, z0: Tensor, source: list[str], target: list[str], *, steps: int = 10, guidance: float = 7.5,
