@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from inversa.metrics import psnr, ssim_map
 from inversa.tiny import shapes as S
 
-METHODS = ("ddim", "negative_prompt", "null_text", "direct", "edict", "bdia", "ddpm_edit_friendly")
+METHODS = ("ddim", "negative_prompt", "null_text", "direct", "edict", "bdia", "ddpm_edit_friendly", "ddcm",
+           "guide_and_rescale")
 METHOD_OPTS = {"null_text": {"iters": 5, "lr": 0.05}}
 PALETTE = {name: np.asarray(rgb, np.float64) / 255 for name, rgb in S.COLOURS.items()}
 
@@ -135,11 +136,12 @@ def run(args) -> tuple[dict, list[Task], dict]:
             label = method + suffix
             rows[label], images[label] = [], []
             for task in tqdm(work, desc=label, leave=False):
-                start = time.perf_counter()
+                model.nfe, start = 0, time.perf_counter()
                 res = edit(model, task.image, task.caption, task.target, method=method, steps=args.steps,
                            guidance=args.guidance, cross_replace=args.cross_replace, full=True,
                            **METHOD_OPTS.get(method, {}), **extra)
-                rows[label].append({**score(task, res.images, res.source), "seconds": time.perf_counter() - start})
+                rows[label].append({**score(task, res.images, res.source), "seconds": time.perf_counter() - start,
+                                    "nfe": model.nfe})
                 images[label].append(res.images[0])
     config = {k: v for k, v in vars(args).items() if k != "out"}
     return {"config": config, "tasks": [[t.caption, t.target] for t in work], "results": rows}, work, images
@@ -147,20 +149,21 @@ def run(args) -> tuple[dict, list[Task], dict]:
 
 def table(report: dict) -> str:
     lines = ["| method | bg PSNR (dB) | bg SSIM | colour success | shape success | structure x100 | "
-             "PSNR to truth (dB) | source PSNR (dB) | s/edit |", "|---|---|---|---|---|---|---|---|---|"]
+             "PSNR to truth (dB) | source PSNR (dB) | s/edit | NFE/edit |", "|---|---|---|---|---|---|---|---|---|---|"]
     for method, per in report["results"].items():
         def mean(key, kind=None):
-            vals = [r[key] for r in per if kind is None or r["kind"] == kind]
+            vals = [r[key] for r in per if key in r and (kind is None or r["kind"] == kind)]
             return float(np.mean(vals)) if vals else float("nan")
 
         lines.append(f"| {method} | {mean('bg_psnr'):.2f} | {mean('bg_ssim'):.3f} | "
                      f"{100 * mean('success', 'colour'):.0f}% | {100 * mean('success', 'shape'):.0f}% | "
                      f"{mean('structure'):.2f} | {mean('truth_psnr'):.2f} | {mean('src_psnr'):.2f} | "
-                     f"{mean('seconds'):.2f} |")
+                     f"{mean('seconds'):.2f} | {mean('nfe'):.0f} |")
     cfg = report["config"]
     head = (f"model {cfg['model'] or 'embedded'}, {cfg['n']} shapes images (seed {cfg['seed']}) x 2 edits, "
             f"{cfg['steps']} steps, guidance {cfg['guidance']}, cross_replace {cfg['cross_replace']}, "
-            f"dtype {cfg['dtype']}, null_text {METHOD_OPTS['null_text']}")
+            f"dtype {cfg['dtype']}, null_text {METHOD_OPTS['null_text']}; NFE = network rows evaluated per edit "
+            "(forward; guide_and_rescale also backpropagates 2 rows per step; ceiling row: none)")
     return head + "\n\n" + "\n".join(lines)
 
 

@@ -14,6 +14,7 @@ few steps); on any other model the same algebra runs on its DDIM levels.
 | ``z0``, ``z_src``, ``z_tgt`` | ``z_0^src``, ``z_tau^src``, ``z_tau^tgt`` |
 | ``eps_cons`` | ``epsilon^cons`` |
 | ``x0`` | ``z_0^tgt`` (the target's consistency output) |
+| ``pred_src``, ``pred_tgt`` | the network's clean-latent predictions of the two branches |
 | ``fresh_noise`` | the multistep consistency sampler's new noise per step (off: DDIM-like, deterministic) |
 """
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .errors import InversaError
 from .model import Condition
 from .samplers import split
 
@@ -35,8 +35,6 @@ def ddcm(model, z0: Tensor, source: list[str], target: list[str], *, steps: int 
     The empty prompt is the unconditional one of both branches (``negative`` replaces it for
     the target); the branches run in one batch, guidance per branch.
     """
-    if model.prediction == "flow" and strength == 1.0:
-        raise InversaError("ddcm on a flow model needs strength < 1: the first level (s = 1) keeps no trace of z0")
     n = z0.shape[0]
     w = torch.tensor([source_guidance] * n + [guidance] * n, dtype=torch.float64)
     guided = bool((w != 1.0).any())
@@ -54,12 +52,13 @@ def ddcm(model, z0: Tensor, source: list[str], target: list[str], *, steps: int 
     for i in range(len(schedule)):
         alpha, sigma, alpha_p, sigma_p = schedule.levels(i)
         out = model.predict(torch.cat([z_src, z_tgt]), float(schedule.timesteps[i]), condition, w if guided else None)
-        eps_src = split(model.prediction, z_src, out[:n], alpha, sigma)[1]
-        eps_tgt = split(model.prediction, z_tgt, out[n:], alpha, sigma)[1]
+        pred_src, eps_src = split(model.prediction, z_src, out[:n], alpha, sigma)
+        pred_tgt, eps_tgt = split(model.prediction, z_tgt, out[n:], alpha, sigma)
         eps_cons = (z_src - alpha * z0) / sigma
         eps = eps_tgt - eps_src + eps_cons
-        x0 = (z_tgt - sigma * eps) / alpha
-        x0_src = (z_src - sigma * eps_cons) / alpha
+        # x0 = (z_tgt - sigma eps) / alpha, written without the division (alpha = 0 at a zero-SNR start)
+        x0 = z0 + pred_tgt - pred_src
+        source = (z_src - sigma * eps_cons) / alpha if alpha > 0 else z0  # z0 up to rounding
         noise = draw() if fresh_noise else eps  # the source's x0 is z0 whatever noise is added
         z_src, z_tgt = alpha_p * z0 + sigma_p * noise, alpha_p * x0 + sigma_p * noise
-    return x0_src, x0
+    return source, x0

@@ -13,7 +13,7 @@ guider term to the CFG term stays in ``[ratio_min, ratio_max]``.
 | ``chain[i]`` | ``z*_t`` (DDIM inversion with the source prompt) |
 | ``energy`` | ``g(z*_t, z_t, t, y_src)``: self-attention map L2 (+ feature L2) over the decoder |
 | ``scale``, ``feature_scale`` | guider weights ``v`` |
-| ``cfg``, ``guider`` | ``w (eps_trg - eps_0)``, ``v grad g`` |
+| ``cfg``, ``guider`` | ``w (eps_trg - eps_0)``, ``v grad g`` (in the network's output: eps, or v) |
 | ``ratio_min``, ``ratio_max`` | the noise-rescaling bounds (0.33, 3) |
 """
 from __future__ import annotations
@@ -23,11 +23,11 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
+from . import samplers, validate
 from .attention import capturing
 from .errors import InversaError
 from .methods.ddim import naive_inversion
-from .model import Condition, Embeds
-from .samplers import split
+from .model import Embeds
 
 
 @contextmanager
@@ -64,7 +64,7 @@ def _norm(x: Tensor) -> Tensor:
 
 def guide_and_rescale(model, z0: Tensor, source: list[str], target: list[str], *, steps: int = 10,
                       guidance: float = 7.5, source_guidance: float = 1.0, negative: list[str] | None = None,
-                      spacing: str | None = None, scale: float = 1.0, feature_scale: float = 0.0,
+                      spacing: str | None = None, scale: float = 1000.0, feature_scale: float = 0.0,
                       ratio_min: float = 0.33, ratio_max: float = 3.0) -> tuple[Tensor, Tensor]:
     """Source latent (``z0``, the chain's end) and edited latent of ``z0`` from ``source`` to ``target`` prompts.
 
@@ -77,27 +77,25 @@ def guide_and_rescale(model, z0: Tensor, source: list[str], target: list[str], *
         raise InversaError("guide_and_rescale needs a UNet model (self-attention maps); this model is flow matching")
     n = z0.shape[0]
     schedule = model.schedule(steps, spacing, shape=tuple(z0.shape))
+    validate.invertible(model.prediction, schedule)
     chain = naive_inversion(model, z0, model.condition(source, source_guidance, ""), schedule, desc="guide_and_rescale")[0]
     src = model.encode_prompt(source)
     condition = model.condition(target, guidance, negative or [""] * n)
     z = chain[0]
     for i in range(len(schedule)):
-        t, (alpha, sigma, alpha_p, sigma_p) = float(schedule.timesteps[i]), schedule.levels(i)
+        t = float(schedule.timesteps[i])
         with torch.no_grad():
             if condition.guided:
                 u, c = model.predict_parts(z, t, condition)
-                eps_u, eps_c = (split(model.prediction, z, out, alpha, sigma)[1] for out in (u, c))
+                cfg = condition.guidance * (c - u)
             else:
-                eps_u = eps_c = split(model.prediction, z, model.predict(z, t, condition), alpha, sigma)[1]
-        cfg = condition.guidance * (eps_c - eps_u) if condition.guided else torch.zeros_like(z)
+                u = model.predict(z, t, condition)
+                cfg = torch.zeros_like(z)
         x = z.detach().requires_grad_(True)
         with torch.enable_grad():
-            grad = torch.autograd.grad(energy(model, x, chain[i], t, src, feature_scale).sum(), x)[0]
-        guider = scale * grad
+            guider = scale * torch.autograd.grad(energy(model, x, chain[i], t, src, feature_scale).sum(), x)[0]
         if condition.guided:  # noise rescaling: keep |guider| / |cfg| in [ratio_min, ratio_max]
             ratio = _norm(guider) / _norm(cfg).clamp_min(1e-20)
             guider = guider * ratio.clamp(ratio_min, ratio_max) / ratio.clamp_min(1e-20)
-        eps = eps_u + cfg + guider
-        x0 = (z - sigma * eps) / alpha
-        z = (alpha_p * x0 + sigma_p * eps).detach()
+        z = samplers.step(model.prediction, z, u + cfg + guider, *schedule.levels(i)).detach()
     return chain[-1], z
