@@ -69,7 +69,9 @@ def guide_and_rescale(model, z0: Tensor, source: list[str], target: list[str], *
     """Source latent (``z0``, the chain's end) and edited latent of ``z0`` from ``source`` to ``target`` prompts.
 
     The empty prompt is the unconditional one (``negative`` replaces it for the target).
-    Without a CFG term (guidance 1) the guider keeps its weight ``scale`` unrescaled.
+    ``scale`` is the guider's weight before rescaling: the mean squared map difference has
+    gradients of about 1e-3 of the noise's norm (embedded model), hence 1000; without a CFG
+    term (guidance 1) nothing rescales it.
     """
     if not 0 < ratio_min <= ratio_max:
         raise InversaError(f"guide_and_rescale needs 0 < ratio_min <= ratio_max; got {ratio_min}, {ratio_max}")
