@@ -15,6 +15,10 @@ While a step's timestep is at or above the cut-off:
   target rows of every attention layer (the self-attention cut-off); the target's text
   tokens keep their own, so the prompt still steers the edit. The model's own processors
   run unchanged; hooks on their ``to_k``/``to_v`` projections do the sharing.
+
+Guide-and-Rescale reads maps instead: :func:`capturing` records the decoder's self-attention
+maps with their autograd graph. Both processors run :func:`attend`, diffusers' plain attention
+with the maps made explicit.
 """
 from __future__ import annotations
 

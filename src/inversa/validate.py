@@ -25,13 +25,13 @@ CPU_MEGAPIXELS = 4.0  # default cap on CPU; INVERSA_MAX_MEGAPIXELS overrides (0:
 # method options ---------------------------------------------------------------------------------------------------
 
 def method_options(method: str, options: dict) -> dict:
-    """``options`` checked against ``method``'s signature (an inversion method or an editing recipe).
+    """``options`` checked against ``method``'s signature; returns them with ints widened where floats are expected.
 
-    Returns them with ints widened where floats are expected. Names must be keyword
-    options of the method; values take the default's type; numbers are finite and not
-    below ``min(default, 0)`` (floats) or ``min(default, 1)`` (integers: a positive
-    default is a count, a negative one a sentinel); a ``Literal[...]`` annotation lists
-    the allowed strings.
+    ``method`` is an inversion method or an editing recipe (:mod:`inversa.recipes`).
+    Names must be keyword options of the method; values take the default's type;
+    numbers are finite and not below ``min(default, 0)`` (floats) or ``min(default, 1)``
+    (integers: a positive default is a count, a negative one a sentinel); a
+    ``Literal[...]`` annotation lists the allowed strings.
     """
     from .methods import get_method
     from .recipes import RECIPES
