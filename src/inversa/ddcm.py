@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .model import Condition
+from .flowedit import branches
 from .samplers import split
 
 
@@ -36,10 +36,7 @@ def ddcm(model, z0: Tensor, source: list[str], target: list[str], *, steps: int 
     the target); the branches run in one batch, guidance per branch.
     """
     n = z0.shape[0]
-    w = torch.tensor([source_guidance] * n + [guidance] * n, dtype=torch.float64)
-    guided = bool((w != 1.0).any())
-    condition = Condition(model.encode_prompt(source + target),
-                          model.encode_prompt([""] * n + (negative or [""] * n)) if guided else None)
+    condition, w = branches(model, source, target, guidance, source_guidance, negative)
     schedule = model.schedule(steps, spacing, strength, shape=tuple(z0.shape))
     gen = torch.Generator().manual_seed(seed)
 
@@ -51,7 +48,7 @@ def ddcm(model, z0: Tensor, source: list[str], target: list[str], *, steps: int 
     z_tgt = z_src.clone()
     for i in range(len(schedule)):
         alpha, sigma, alpha_p, sigma_p = schedule.levels(i)
-        out = model.predict(torch.cat([z_src, z_tgt]), float(schedule.timesteps[i]), condition, w if guided else None)
+        out = model.predict(torch.cat([z_src, z_tgt]), float(schedule.timesteps[i]), condition, w)
         pred_src, eps_src = split(model.prediction, z_src, out[:n], alpha, sigma)
         pred_tgt, eps_tgt = split(model.prediction, z_tgt, out[n:], alpha, sigma)
         eps_cons = (z_src - alpha * z0) / sigma
