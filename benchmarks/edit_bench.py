@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from inversa.metrics import psnr, ssim_map
 from inversa.tiny import shapes as S
 
-METHODS = ("ddim", "negative_prompt", "null_text", "direct", "edict", "bdia", "ddpm_edit_friendly")
+METHODS = ("ddim", "negative_prompt", "null_text", "direct", "edict", "bdia", "ddpm_edit_friendly", "ddcm",
+           "guide_and_rescale")
 METHODS += ("cfgpp", "spdinv", "spdinv, negative ''", "spdinv + prox 0.7 + pull 1", "dci", "prompt_tuning")
 METHOD_OPTS = {"null_text": {"iters": 5, "lr": 0.05}, "prompt_tuning": {"iters": 5, "lr": 0.05}}
 # rows that run a method with editing options: label -> (method, edit keywords)
@@ -154,10 +155,10 @@ def run(args) -> tuple[dict, list[Task], dict]:
 
 def table(report: dict) -> str:
     lines = ["| method | bg PSNR (dB) | bg SSIM | colour success | shape success | structure x100 | "
-             "PSNR to truth (dB) | source PSNR (dB) | s/edit | NFE |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "PSNR to truth (dB) | source PSNR (dB) | s/edit | NFE/edit |", "|---|---|---|---|---|---|---|---|---|---|"]
     for method, per in report["results"].items():
         def mean(key, kind=None):
-            vals = [r[key] for r in per if kind is None or r["kind"] == kind]
+            vals = [r[key] for r in per if key in r and (kind is None or r["kind"] == kind)]
             return float(np.mean(vals)) if vals else float("nan")
 
         lines.append(f"| {method} | {mean('bg_psnr'):.2f} | {mean('bg_ssim'):.3f} | "
@@ -167,7 +168,8 @@ def table(report: dict) -> str:
     cfg = report["config"]
     head = (f"model {cfg['model'] or 'embedded'}, {cfg['n']} shapes images (seed {cfg['seed']}) x 2 edits, "
             f"{cfg['steps']} steps, guidance {cfg['guidance']}, cross_replace {cfg['cross_replace']}, "
-            f"dtype {cfg['dtype']}, options {METHOD_OPTS}; NFE = network evaluations per edit, both branches")
+            f"dtype {cfg['dtype']}, options {METHOD_OPTS}; NFE = network rows evaluated per edit "
+            "(forward; guide_and_rescale also backpropagates 2 rows per step; ceiling row: none)")
     return head + "\n\n" + "\n".join(lines)
 
 

@@ -15,6 +15,10 @@ While a step's timestep is at or above the cut-off:
   target rows of every attention layer (the self-attention cut-off); the target's text
   tokens keep their own, so the prompt still steers the edit. The model's own processors
   run unchanged; hooks on their ``to_k``/``to_v`` projections do the sharing.
+
+Guide-and-Rescale reads maps instead: :func:`capturing` records the decoder's self-attention
+maps with their autograd graph. Both processors run :func:`attend`, diffusers' plain attention
+with the maps made explicit.
 """
 from __future__ import annotations
 
@@ -171,6 +175,41 @@ def token_columns(model, source: list[list[str]], target: list[list[str]]) -> to
                         for s, t in zip(source, target)])
 
 
+def attend(attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, on_probs=None):
+    """Plain diffusers attention with the maps ``(B * heads, Lq, Lk)`` explicit: ``on_probs(probs, is_cross)`` may read
+    or replace them."""
+    residual = hidden_states
+    if attn.spatial_norm is not None:
+        hidden_states = attn.spatial_norm(hidden_states, temb)
+    ndim = hidden_states.ndim
+    if ndim == 4:
+        b, c, h, w = hidden_states.shape
+        hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
+    is_cross = encoder_hidden_states is not None
+    context = hidden_states if not is_cross else encoder_hidden_states
+    if attention_mask is not None:
+        attention_mask = attn.prepare_attention_mask(attention_mask, context.shape[1], context.shape[0])
+    if attn.group_norm is not None:
+        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+    if not is_cross:
+        context = hidden_states
+    elif attn.norm_cross:
+        context = attn.norm_encoder_hidden_states(context)
+    query = attn.head_to_batch_dim(attn.to_q(hidden_states))
+    key = attn.head_to_batch_dim(attn.to_k(context))
+    value = attn.head_to_batch_dim(attn.to_v(context))
+    probs = attn.get_attention_scores(query, key, attention_mask)
+    if on_probs is not None:
+        probs = on_probs(probs, is_cross)
+    out = attn.batch_to_head_dim(torch.bmm(probs, value))
+    out = attn.to_out[1](attn.to_out[0](out))
+    if ndim == 4:
+        out = out.transpose(-1, -2).reshape(b, c, h, w)
+    if attn.residual_connection:
+        out = out + residual
+    return out / attn.rescale_output_factor
+
+
 class InjectingProcessor:
     """Plain attention that exposes the maps so the :class:`Injector` can replace them."""
 
@@ -178,38 +217,41 @@ class InjectingProcessor:
         self.injector = injector
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kw):
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        ndim = hidden_states.ndim
-        if ndim == 4:
-            b, c, h, w = hidden_states.shape
-            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
-        is_cross = encoder_hidden_states is not None
-        context = hidden_states if not is_cross else encoder_hidden_states
-        if attention_mask is not None:
-            attention_mask = attn.prepare_attention_mask(attention_mask, context.shape[1], context.shape[0])
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        if not is_cross:
-            context = hidden_states
-        elif attn.norm_cross:
-            context = attn.norm_encoder_hidden_states(context)
-        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
-        key = attn.head_to_batch_dim(attn.to_k(context))
-        value = attn.head_to_batch_dim(attn.to_v(context))
-        probs = attn.get_attention_scores(query, key, attention_mask)
-        if is_cross and self.injector.blend is not None:
-            self.injector.blend.record(probs, attn.heads)
-        if self.injector.active(is_cross):
-            probs = self.injector.replace(probs, attn.heads, is_cross)
-        out = attn.batch_to_head_dim(torch.bmm(probs, value))
-        out = attn.to_out[1](attn.to_out[0](out))
-        if ndim == 4:
-            out = out.transpose(-1, -2).reshape(b, c, h, w)
-        if attn.residual_connection:
-            out = out + residual
-        return out / attn.rescale_output_factor
+        injector = self.injector
+
+        def on_probs(probs, is_cross):
+            if is_cross and injector.blend is not None:
+                injector.blend.record(probs, attn.heads)
+            return injector.replace(probs, attn.heads, is_cross) if injector.active(is_cross) else probs
+
+        return attend(attn, hidden_states, encoder_hidden_states, attention_mask, temb, on_probs)
+
+
+class CapturingProcessor:
+    """Plain attention that appends its self-attention maps (autograd graph kept) to ``maps`` (Guide-and-Rescale)."""
+
+    def __init__(self, maps: list):
+        self.maps = maps
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kw):
+        def on_probs(probs, is_cross):
+            if not is_cross:
+                self.maps.append(probs)
+            return probs
+
+        return attend(attn, hidden_states, encoder_hidden_states, attention_mask, temb, on_probs)
+
+
+@contextmanager
+def capturing(model, maps: list, where: str = "up_blocks"):
+    """Capture the self-attention maps of the network's layers whose name starts with ``where`` (the decoder)."""
+    net = model.net
+    saved = net.attn_processors
+    net.set_attn_processor({name: CapturingProcessor(maps) if name.startswith(where) else p for name, p in saved.items()})
+    try:
+        yield maps
+    finally:
+        net.set_attn_processor(saved)
 
 
 class SharingProcessor:

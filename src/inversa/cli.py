@@ -183,10 +183,17 @@ def run_reconstruct(args) -> int:
 def run_methods(args) -> int:
     from .methods import available, get_method
 
-    for name in available():
-        spec = get_method(name)
+    from .recipes import RECIPES
+
+    def show(name, spec):
         opts = ", ".join(f"{k}={v!r}" for k, v in spec.options().items() if k != "keep_trajectory")
         print(f"{name:20s} {spec.cost:40s} {spec.summary}\n{'':20s} options: {opts or '-'}")
+
+    for name in available():
+        show(name, get_method(name))
+    print("\nediting recipes (inversa edit --method NAME; they edit the latent directly, nothing to invert or save):")
+    for name, recipe in RECIPES.items():
+        show(name, recipe)
     return 0
 
 

@@ -9,7 +9,8 @@ maps are injected into the target branch for the first ``cross_replace`` of the
 steps (prompt-to-prompt); on MMDiT flow transformers its image keys and values are
 shared into the target branch for the first ``self_replace`` (RF-Solver-Edit). Methods
 with their own samplers (EDICT, BDIA, the flow solvers) sample both branches with them.
-``flowedit`` inverts nothing: it edits the latent directly (:mod:`inversa.flowedit`).
+Editing recipes (``flowedit``, ``ddcm``, ``guide_and_rescale``: :mod:`inversa.recipes`) map the
+source latent to the edit themselves.
 """
 from __future__ import annotations
 
@@ -21,11 +22,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from . import decoder
+from . import decoder, validate
 from .api import _as_images, _as_model, image_size, invert, sample, schedule_of
 from .attention import Injector, LocalBlend, Timed, injecting, injection_kind, token_columns, word_tokens
 from .errors import InversaError
-from .flowedit import OPTIONS as FLOWEDIT_OPTIONS, flowedit
+from .recipes import RECIPES
 from .result import Inversion
 from .samplers import slerp
 
@@ -40,7 +41,7 @@ SLERP_STATE = ("coupled",)  # latents like x_T: spherical interpolation keeps th
 
 @dataclass
 class Edit:
-    """The edited images, the source branch regenerated beside them, and the inversion used (none for flowedit)."""
+    """The edited images, the source branch regenerated beside them, and the inversion used (none for a recipe)."""
 
     images: Tensor
     source: Tensor
@@ -167,26 +168,26 @@ def edit(model, image, source_prompt, target_prompt, method: str = "ddim", *, st
     likewise for self-attention maps, or on MMDiT flow transformers for the source's keys and values.
     ``blend="SRC TGT"`` (UNet models) edits only where those words attend, ``mask`` (H, W) or
     (B, 1, H, W), 1 = edit, only inside it: the source latent is kept elsewhere.
-    ``method="flowedit"`` edits without inverting (options ``strength``, ``n_avg``, ``seed``;
-    ``inversion_guidance`` is its source guidance, default 1).
+    A recipe (``method="flowedit"``, ``"ddcm"``, ``"guide_and_rescale"``, :mod:`inversa.recipes`) edits the
+    latent itself (``inversion_guidance`` is its source guidance, default 1; no blend or injection).
     ``full=True`` returns an :class:`Edit` with the source branch and the inversion.
     """
     model = _as_model(model)
     if inversion_guidance is None:
         inversion_guidance = guidance if method in GUIDED_INVERSION else 1.0
     images = _as_images(image, image_size(model, size))
-    if method == "flowedit":
+    if method in RECIPES:
         if blend is not None or mask is not None:
-            raise InversaError("flowedit has no source branch to blend with; a blend or mask needs an inversion method")
-        unknown = set(config) - set(FLOWEDIT_OPTIONS)
-        if unknown:
-            raise InversaError(f"flowedit has no option {', '.join(sorted(unknown))}; options: {', '.join(FLOWEDIT_OPTIONS)}")
+            raise InversaError(f"{method} is an editing recipe without a sampled source branch to blend with; "
+                               "a blend or mask needs an inversion method")
+        config = validate.method_options(method, config)
         n, z0 = images.shape[0], model.encode(images)
         z0 = decoder.stage(model, images, z0, decoder_inversion)[0]  # the stage invert() would run
-        z = flowedit(model, z0, _per_sample(source_prompt, n, "source prompts"), _per_sample(target_prompt, n, "target prompts"),
-                     steps=steps, guidance=guidance, source_guidance=inversion_guidance, spacing=spacing,
-                     negative=None if negative is None else _per_sample(negative, n, "negative prompts"), **config)
-        source, target = model.decode(z0), model.decode(z)
+        source, target = RECIPES[method].run(
+            model, z0, _per_sample(source_prompt, n, "source prompts"), _per_sample(target_prompt, n, "target prompts"),
+            steps=steps, guidance=guidance, source_guidance=inversion_guidance, spacing=spacing,
+            negative=None if negative is None else _per_sample(negative, n, "negative prompts"), **config)
+        source, target = model.decode(source), model.decode(target)
         return Edit(target, source, None) if full else target
     inv = invert(model, images, source_prompt, method=method, steps=steps, guidance=inversion_guidance,
                  spacing=spacing, decoder_inversion=decoder_inversion, **config)
@@ -235,7 +236,7 @@ def run(args) -> int:
                   cross_replace=args.cross_replace, self_replace=args.self_replace, blend=args.blend, mask=mask,
                   blend_threshold=args.blend_threshold, spacing=args.spacing, full=True,
                   decoder_inversion=decoder_inversion, **parse_options(args.opt))
-    kind = "flowedit" if args.method == "flowedit" else injection_kind(model)
+    kind = "recipe" if args.method in RECIPES else injection_kind(model)
     if kind is None and (args.cross_replace or args.self_replace):
         print("note: attention injection needs a UNet or MMDiT model; edited without it", file=sys.stderr)
     elif kind == "kv" and args.cross_replace and not args.self_replace:
@@ -271,7 +272,7 @@ def add_command(sub) -> None:
     p.add_argument("--source-prompt", "-s", required=True, help="prompt describing the image")
     p.add_argument("--target-prompt", "-t", required=True, help="prompt describing the edit")
     add_model_args(p)
-    p.add_argument("--method", default="ddim", help="inversion method (see `inversa methods`) or flowedit (no inversion)")
+    p.add_argument("--method", default="ddim", help="inversion method or editing recipe (see `inversa methods`)")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--guidance", type=float, default=7.5, help="sampling guidance w")
     p.add_argument("--inversion-guidance", type=float, default=None,

@@ -22,7 +22,19 @@ from . import flow
 from .errors import InversaError
 from .model import Condition
 
-OPTIONS = ("strength", "n_avg", "seed")
+
+def branches(model, source: list[str], target: list[str], guidance: float, source_guidance: float,
+             negative: list[str] | None) -> tuple[Condition, Tensor | None]:
+    """The condition of a ``[source, target]`` batch and its per-row guidance (None when no row is guided).
+
+    Both branches use the empty prompt as unconditional one; ``negative`` replaces it for the target.
+    """
+    n = len(source)
+    w = torch.tensor([source_guidance] * n + [guidance] * n, dtype=torch.float64)
+    guided = bool((w != 1.0).any())
+    condition = Condition(model.encode_prompt(source + target),
+                          model.encode_prompt([""] * n + (negative or [""] * n)) if guided else None)
+    return condition, w if guided else None
 
 
 @torch.no_grad()
@@ -37,11 +49,8 @@ def flowedit(model, z0: Tensor, source: list[str], target: list[str], *, steps: 
     if n_avg < 1:
         raise InversaError(f"flowedit n_avg must be at least 1, got {n_avg}")
     n = z0.shape[0]
-    w = torch.tensor([source_guidance] * n + [guidance] * n, dtype=torch.float64)
-    guided = bool((w != 1.0).any())
-    condition = Condition(model.encode_prompt(source + target),
-                          model.encode_prompt([""] * n + (negative or [""] * n)) if guided else None)
-    v = flow.velocity(model, condition, "flowedit", w if guided else None)
+    condition, w = branches(model, source, target, guidance, source_guidance, negative)
+    v = flow.velocity(model, condition, "flowedit", w)
     schedule = model.schedule(steps, spacing, strength)
     gen = torch.Generator().manual_seed(seed)
 

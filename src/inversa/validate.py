@@ -27,16 +27,22 @@ CPU_MEGAPIXELS = 4.0  # default cap on CPU; INVERSA_MAX_MEGAPIXELS overrides (0:
 def method_options(method: str, options: dict) -> dict:
     """``options`` checked against ``method``'s signature; returns them with ints widened where floats are expected.
 
+    ``method`` is an inversion method or an editing recipe (:mod:`inversa.recipes`).
     Names must be keyword options of the method; values take the default's type;
     numbers are finite and not below ``min(default, 0)`` (floats) or ``min(default, 1)``
     (integers: a positive default is a count, a negative one a sentinel); a
     ``Literal[...]`` annotation lists the allowed strings.
     """
     from .methods import get_method
+    from .recipes import RECIPES
 
-    spec = get_method(method)
-    params = {k: p for k, p in inspect.signature(spec.invert, eval_str=True).parameters.items()
-              if k in spec.options() and k != "keep_trajectory"}
+    if method in RECIPES:
+        fn, names = RECIPES[method].fn, RECIPES[method].options()
+    else:
+        spec = get_method(method)
+        fn, names = spec.invert, spec.options()
+    params = {k: p for k, p in inspect.signature(fn, eval_str=True).parameters.items()
+              if k in names and k != "keep_trajectory"}
     unknown = sorted(set(options) - set(params))
     if unknown:
         raise InversaError(f"method {method} has no option {', '.join(unknown)}; "
@@ -212,7 +218,7 @@ def arguments(args) -> None:
             fraction(get(name), "--" + name.replace("_", "-"))
     for alpha in get("alpha") or []:
         fraction(alpha, "--alpha")
-    if get("method") and get("method") != "flowedit" and hasattr(args, "opt"):  # flowedit: an edit recipe, checked by edit()
+    if get("method") and hasattr(args, "opt"):
         from .cli import parse_options
 
         method_options(get("method"), parse_options(get("opt")))

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import InversaError
+from ..recipes import RECIPES
 from .pie import EDIT_TYPES, PieItem, background_metrics, load_pie
 from .runner import VAE_ROW  # the same ceiling row as the reconstruction task
 from .store import Store, config_hash
@@ -26,7 +27,7 @@ from .store import Store, config_hash
 BLEND = ("words", "mask", "none")
 SKIPPED = {"lpips": "LPIPS needs SqueezeNet-LPIPS weights", "structure": "structure distance needs DINO ViT-B/8",
            "clip": "CLIP score needs CLIP ViT-L/14"}
-METRICS = ("bg_psnr", "bg_mse", "bg_ssim", "success", "seconds")
+METRICS = ("bg_psnr", "bg_mse", "bg_ssim", "success", "seconds", "nfe")
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS edit_results (
     image TEXT NOT NULL, method TEXT NOT NULL, config_hash TEXT NOT NULL, edit_type TEXT NOT NULL,
@@ -52,10 +53,20 @@ class EditConfig:
                 "size": self.size, "dataset": dataset}
         out = [(VAE_ROW, config_hash({"method": VAE_ROW, **base}), {"method": VAE_ROW, **base})]
         for m in self.methods:
+            blend = "none" if m in RECIPES else self.blend  # a recipe has no sampled source branch to blend with
             cfg = {"method": m, **base, "steps": self.steps, "guidance": self.guidance,
-                   "cross_replace": self.cross_replace, "blend": self.blend, "options": self.options.get(m, {})}
+                   "cross_replace": self.cross_replace, "blend": blend, "options": self.options.get(m, {})}
             out.append((m, config_hash(cfg), cfg))
         return out
+
+
+def _schema(db) -> None:
+    """Create the table, adding metrics newer than a store written by an older inversa."""
+    db.executescript(SCHEMA)
+    have = {row[1] for row in db.execute("PRAGMA table_info(edit_results)")}
+    for m in METRICS:
+        if m not in have:
+            db.execute(f"ALTER TABLE edit_results ADD COLUMN {m} REAL")
 
 
 def success(item: PieItem, edited: torch.Tensor, size: int) -> float | None:
@@ -87,17 +98,17 @@ def _one(model, item: PieItem, image, method: str, cfg: EditConfig) -> dict:
     from ..edit import edit
 
     mask = item.mask(cfg.size).to(image.device)
-    start = time.perf_counter()
+    model.nfe, start = 0, time.perf_counter()
     if method == VAE_ROW:
         with torch.no_grad():
             edited = model.decode(model.encode(image))
     else:
         blend = {"words": {"blend": " ".join(item.blended_words)} if len(item.blended_words) == 2 else {},
-                 "mask": {"mask": mask}, "none": {}}[cfg.blend]
+                 "mask": {"mask": mask}, "none": {}}["none" if method in RECIPES else cfg.blend]
         edited = edit(model, image, item.source_prompt, item.target_prompt, method=method, steps=cfg.steps,
                       guidance=cfg.guidance, cross_replace=cfg.cross_replace, **blend, **cfg.options.get(method, {}))
     seconds = time.perf_counter() - start
-    out = {**background_metrics(image, edited, mask), "seconds": seconds}
+    out = {**background_metrics(image, edited, mask), "seconds": seconds, "nfe": model.nfe}  # network rows per edit
     out["success"] = None if method == VAE_ROW else success(item, edited, cfg.size)
     return out
 
@@ -111,7 +122,7 @@ def run(model, folder: str, store_path: str, cfg: EditConfig, limit: int | None 
     keys = cfg.keys(model, os.path.basename(os.path.normpath(folder)))
     written = skipped = 0
     with Store(store_path) as store:
-        store.db.executescript(SCHEMA)
+        _schema(store.db)
         proto = {"task": "edit", "dataset": folder, "resolution": cfg.size, "device": str(model.device),
                  "skipped": SKIPPED}
         for method, chash, config in keys:
@@ -143,14 +154,14 @@ def run(model, folder: str, store_path: str, cfg: EditConfig, limit: int | None 
 def table(store_path: str) -> str:
     """Markdown: per method and config, PIE's background metrics and the success rate, overall and per edit type."""
     with Store(store_path) as store:
-        store.db.executescript(SCHEMA)
+        _schema(store.db)
         rows = [dict(r) for r in store.db.execute("SELECT * FROM edit_results WHERE status = 'ok'")]
         configs = store.configs()
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["method"], r["config_hash"]), []).append(r)
     types = sorted({r["edit_type"] for r in rows})
-    head = ["method", "blend", "edits", "bg PSNR dB", "bg MSE x1e3", "bg SSIM", "success"]
+    head = ["method", "blend", "edits", "bg PSNR dB", "bg MSE x1e3", "bg SSIM", "success", "s/edit", "NFE/edit"]
     head += [f"{EDIT_TYPES.get(t, t)}: PSNR / success" for t in types]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
@@ -161,7 +172,8 @@ def table(store_path: str) -> str:
     for (method, chash), rs in sorted(groups.items(), key=lambda kv: (kv[0][0] != VAE_ROW, kv[0])):
         cfg = configs.get(chash, {}).get("config", {})
         cells = [method, cfg.get("blend", "-"), str(len(rs)), cell(rs, "bg_psnr", "{:.2f}"),
-                 cell(rs, "bg_mse", "{:.2f}", 1e3), cell(rs, "bg_ssim", "{:.3f}"), cell(rs, "success", "{:.0f}%", 100)]
+                 cell(rs, "bg_mse", "{:.2f}", 1e3), cell(rs, "bg_ssim", "{:.3f}"), cell(rs, "success", "{:.0f}%", 100),
+                 cell(rs, "seconds", "{:.2f}"), cell(rs, "nfe", "{:.0f}")]
         for t in types:
             per = [r for r in rs if r["edit_type"] == t]
             cells.append(f"{cell(per, 'bg_psnr', '{:.2f}')} / {cell(per, 'success', '{:.0f}%', 100)}")
