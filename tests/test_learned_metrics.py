@@ -105,3 +105,25 @@ def test_learned_metrics_skip_without_weights_and_refuse_wrong_folders(weights, 
         load_learned({"lpips": str(tmp_path)})
     with pytest.raises(InversaError, match="cannot load CLIP"):
         load_learned({"clip": weights["structure"]})  # a ViT folder is not a CLIP model
+
+
+def test_bench_edit_task_scores_learned_metrics_from_local_weights(weights, pipeline_dir, tmp_path, capsys):
+    import sqlite3
+
+    from inversa.bench.pie import write_shapes_pie
+    from inversa.cli import main
+
+    write_shapes_pie(str(tmp_path / "pie"), n=1, size=64, kinds=("colour",))
+    store = str(tmp_path / "r.sqlite")
+    assert main(["bench", "--task", "edit", "--data", f"pie:{tmp_path / 'pie'}", "--model", pipeline_dir("sd"),
+                 "--methods", "direct", "--steps", "2", "--blend", "mask", "-o", store,
+                 "--lpips-squeeze-weights", weights["lpips"], "--dino-weights", weights["structure"],
+                 "--clip-weights", weights["clip"]]) == 0
+    out = capsys.readouterr().out
+    assert "bg LPIPS x1e3 | structure x1e3 | CLIP whole | CLIP edited" in out and "skipped" not in out
+    with sqlite3.connect(store) as db:
+        rows = dict(db.execute("SELECT method, lpips FROM edit_results").fetchall())
+    assert rows["direct"] == pytest.approx(rows["vae_roundtrip"], abs=1e-6)  # same background as the VAE round trip
+    assert main(["bench", "--task", "edit", "--data", f"pie:{tmp_path / 'pie'}", "--model", pipeline_dir("sd"),
+                 "--dino-weights", str(tmp_path), "-o", store]) == 2
+    assert "not a transformers model folder" in capsys.readouterr().err
