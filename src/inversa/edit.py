@@ -32,7 +32,7 @@ from .result import Inversion
 from .samplers import slerp
 
 # methods that invert under the sampling guidance (the others invert with the prompt alone, w = 1)
-GUIDED_INVERSION = ("null_text", "direct")
+GUIDED_INVERSION = ("null_text", "direct", "polaris")
 # batch dimension of each known kind of side state (per-step state is (N, B, ...))
 BATCH_DIMS = {"uncond_hidden": 1, "offsets": 1, "noise_maps": 1, "coupled": 0, "guidance_w": 1}
 SHARED_STATE = ("guidance_t", "noise_eta")
@@ -161,7 +161,7 @@ def edit(model, image, source_prompt, target_prompt, method: str = "ddim", *, st
          decoder_inversion: bool | dict = False, **config):
     """Edit ``image`` from ``source_prompt`` to ``target_prompt``; returns the edited images (B, 3, H, W).
 
-    ``inversion_guidance`` defaults to ``guidance`` for null_text and direct (they invert
+    ``inversion_guidance`` defaults to ``guidance`` for null_text, direct and polaris (they invert
     under guidance) and to 1 otherwise. ``negative`` is the target branch's negative
     prompt (default: the source branch's, the inversion's unconditional prompt). ``cross_replace`` is the fraction of the steps,
     from the noisy end, with cross-attention maps injected (0 disables; UNet models); ``self_replace``

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import InversaError
+from ..methods import get_method
 from .learned_metrics import SOURCES, Learned
 from .pie import EDIT_TYPES, PieItem, background_metrics, load_pie
 from .runner import VAE_ROW  # the same ceiling row as the reconstruction task
@@ -130,6 +131,9 @@ def run(model, folder: str, store_path: str, cfg: EditConfig, limit: int | None 
     learned = learned or Learned()
     if cfg.blend not in BLEND:
         raise InversaError(f"--blend must be one of {', '.join(BLEND)}, not {cfg.blend!r}")
+    for m in cfg.methods:  # a misspelt method stops the run before any work
+        if m != "flowedit":
+            get_method(m)
     items = load_pie(folder, limit)
     keys = cfg.keys(model, os.path.basename(os.path.normpath(folder)))
     written = skipped = 0
@@ -149,9 +153,7 @@ def run(model, folder: str, store_path: str, cfg: EditConfig, limit: int | None 
                 row = {"image": item.id, "method": method, "config_hash": chash, "edit_type": item.edit_type}
                 try:
                     row.update(_one(model, item, image, method, cfg, learned), status="ok")
-                except InversaError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - one bad edit must not stop the run
+                except Exception as exc:  # noqa: BLE001 - one bad edit (or a method that cannot edit) must not stop the run
                     row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
                     log(f"bench: {item.id} / {method} failed: {row['error']}")
                 columns = ("image", "method", "config_hash", "edit_type", "status", "error", *METRICS)
@@ -167,6 +169,8 @@ def table(store_path: str) -> str:
     with Store(store_path) as store:
         _open_table(store)
         rows = [dict(r) for r in store.db.execute("SELECT * FROM edit_results WHERE status = 'ok'")]
+        failed = store.db.execute("SELECT method, COUNT(*), MIN(error) FROM edit_results WHERE status != 'ok' "
+                                  "GROUP BY method").fetchall()
         configs = store.configs()
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
@@ -199,4 +203,5 @@ def table(store_path: str) -> str:
                  f"guidance {c['guidance']}, cross_replace {c['cross_replace']}, dataset {c['dataset']}\n\n")
     absent = [k for k in SOURCES if not any(m.startswith(k) for m in learned)]
     skipped = "; ".join(f"{k} skipped (no weights: {SOURCES[k][1]} or {SOURCES[k][0]})" for k in absent)
-    return notes + "\n".join(lines) + (f"\n\n{skipped}.\n" if skipped else "\n")
+    failures = "".join(f"\n\n{m}: {k} edits failed ({err})" for m, k, err in failed)
+    return notes + "\n".join(lines) + failures + (f"\n\n{skipped}.\n" if skipped else "\n")
