@@ -276,8 +276,9 @@ def add_command(sub) -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--guidance", type=float, default=7.5, help="sampling guidance w")
     p.add_argument("--inversion-guidance", type=float, default=None,
-                   help="guidance while inverting (default: w for null_text/direct, else 1)")
-    p.add_argument("--negative", default=None, help="target branch negative prompt (default: the source branch's, the inversion's)")
+                   help="guidance while inverting (default: w for null_text/direct/polaris, else 1)")
+    p.add_argument("--negative", default=None,
+                   help="target branch negative prompt (default: the source branch's, the inversion's)")
     p.add_argument("--cross-replace", type=float, default=0.4, help="fraction of steps with cross-attention injection")
     p.add_argument("--self-replace", type=float, default=0.0,
                    help="fraction of steps with self-attention injection (MMDiT: source keys/values shared)")

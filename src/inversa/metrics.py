@@ -126,10 +126,10 @@ _LPIPS_SCALE = (0.458, 0.448, 0.450)
 
 
 class LPIPS(torch.nn.Module):
-    """Learned perceptual distance (Zhang et al. 2018), AlexNet variant, in plain torch.
+    """Learned perceptual distance (Zhang et al. 2018), AlexNet variant by default, in plain torch.
 
     The network is AlexNet's convolutional trunk (activations after each of its five
-    ReLUs), unit-normalised over channels, squared differences weighted per channel by
+    ReLUs; another trunk comes as ``features``, its tapped ``channels`` and ``taps``), unit-normalised over channels, squared differences weighted per channel by
     five 1x1 "linear" layers, averaged over space and summed. No weights ship with
     inversa; :func:`load_lpips` reads them from a local file.
     """
