@@ -41,6 +41,10 @@ def _images(n=2, size=32, seed=0):
     return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
 
 
+def _normed(x, mean, std):
+    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
 def test_learned_metrics_load_and_follow_pie_definitions(weights):
     learned = load_learned(weights)
     assert learned.skipped == {}
@@ -64,8 +68,8 @@ def test_structure_distance_uses_the_last_layers_keys(weights):
     sim = dino_self_similarity(vit, x)
     assert sim.shape == (2, 17, 17) and torch.allclose(torch.diagonal(sim, dim1=1, dim2=2), torch.ones(2, 17))
     with torch.no_grad():  # by hand: the last layer's input, its pre-attention norm, its key projection
-        hidden = vit(pixel_values=(x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
-                     / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), output_hidden_states=True).hidden_states[-2]
+        pixels = _normed(x, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # ImageNet; already at the ViT's size
+        hidden = vit(pixel_values=pixels, output_hidden_states=True).hidden_states[-2]
         last = vit.encoder.layer[-1] if hasattr(vit, "encoder") else vit.layers[-1]
         keys = [m for n, m in last.named_modules() if n.endswith(("k_proj", "attention.key"))][0]
         k = torch.nn.functional.normalize(keys(last.layernorm_before(hidden)), dim=-1)
@@ -81,8 +85,8 @@ def test_clip_score_is_100_times_the_clamped_cosine(weights):
     with torch.no_grad():
         ids = tok(["a blue star"], return_tensors="pt")
         txt = model.get_text_features(**ids)
-        img = model.get_image_features(pixel_values=(x - torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1))
-                                       / torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1))
+        img = model.get_image_features(pixel_values=_normed(x, (0.48145466, 0.4578275, 0.40821073),
+                                                            (0.26862954, 0.26130258, 0.27577711)))
     img, txt = (getattr(v, "pooler_output", v) for v in (img, txt))
     assert float(score[0]) == pytest.approx(max(0.0, 100 * float(torch.cosine_similarity(img, txt)[0])), abs=1e-3)
 

@@ -4,8 +4,8 @@ Recipe: invert the image with the source prompt, then sample from the same noise
 with the target prompt at guidance ``w``, its unconditional prompt (or side state) the
 source branch's: with the source prompt as negative instead, the target would lose the
 guided pull towards the image's content that the source branch has, and the background
-drifts (21 dB against 33 dB on the README example). The source branch (source prompt, the
-inversion's own unconditional prompt or side state) runs in the same batch; for ``direct`` it gets
+drifts (21 dB against 33 dB on the README example). The source branch (source prompt,
+the inversion's own unconditional prompt or side state) runs in the same batch; for ``direct`` it gets
 the recorded offsets and so reproduces the image, and on UNet models its attention
 maps are injected into the target branch for the first ``cross_replace`` of the
 steps (prompt-to-prompt); on MMDiT flow transformers its image keys and values are
@@ -163,8 +163,8 @@ def edit(model, image, source_prompt, target_prompt, method: str = "ddim", *, st
 
     ``inversion_guidance`` defaults to ``guidance`` for null_text, direct and polaris (they invert
     under guidance) and to 1 otherwise. ``negative`` is the target branch's negative
-    prompt (default: the source branch's, the inversion's unconditional prompt). ``cross_replace`` is the fraction of the steps,
-    from the noisy end, with cross-attention maps injected (0 disables; UNet models); ``self_replace``
+    prompt (default: the source branch's, the inversion's unconditional prompt).
+    ``cross_replace`` is the fraction of the steps, from the noisy end, with cross-attention maps injected (0 disables; UNet models); ``self_replace``
     likewise for self-attention maps, or on MMDiT flow transformers for the source's keys and values.
     ``blend="SRC TGT"`` (UNet models) edits only where those words attend, ``mask`` (H, W) or
     (B, 1, H, W), 1 = edit, only inside it: the source latent is kept elsewhere.

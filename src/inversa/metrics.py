@@ -129,8 +129,9 @@ class LPIPS(torch.nn.Module):
     """Learned perceptual distance (Zhang et al. 2018), AlexNet variant by default, in plain torch.
 
     The network is AlexNet's convolutional trunk (activations after each of its five
-    ReLUs; another trunk comes as ``features``, its tapped ``channels`` and ``taps``), unit-normalised over channels, squared differences weighted per channel by
-    five 1x1 "linear" layers, averaged over space and summed. No weights ship with
+    ReLUs; another trunk comes as ``features`` with the ``taps`` compared and their
+    ``channels``), unit-normalised over channels, squared differences weighted per channel
+    by one 1x1 "linear" layer per tap, averaged over space and summed. No weights ship with
     inversa; :func:`load_lpips` reads them from a local file.
     """
 
@@ -140,7 +141,7 @@ class LPIPS(torch.nn.Module):
                  taps: tuple[int, ...] = (1, 4, 7, 9, 11)):
         super().__init__()
         nn = torch.nn
-        self.features = features or nn.Sequential(
+        self.features = features if features is not None else nn.Sequential(
             nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(), nn.MaxPool2d(3, 2),
             nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
             nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import InversaError
-from ..methods import get_method
+from ..validate import method_options
 from .learned_metrics import SOURCES, Learned
 from .pie import EDIT_TYPES, PieItem, background_metrics, load_pie
 from .runner import VAE_ROW  # the same ceiling row as the reconstruction task
@@ -131,9 +131,9 @@ def run(model, folder: str, store_path: str, cfg: EditConfig, limit: int | None 
     learned = learned or Learned()
     if cfg.blend not in BLEND:
         raise InversaError(f"--blend must be one of {', '.join(BLEND)}, not {cfg.blend!r}")
-    for m in cfg.methods:  # a misspelt method stops the run before any work
+    for m in cfg.methods:  # misspelt methods or options stop the run before any work
         if m != "flowedit":
-            get_method(m)
+            cfg.options[m] = method_options(m, cfg.options.get(m, {}))
     items = load_pie(folder, limit)
     keys = cfg.keys(model, os.path.basename(os.path.normpath(folder)))
     written = skipped = 0
@@ -153,7 +153,7 @@ def run(model, folder: str, store_path: str, cfg: EditConfig, limit: int | None 
                 row = {"image": item.id, "method": method, "config_hash": chash, "edit_type": item.edit_type}
                 try:
                     row.update(_one(model, item, image, method, cfg, learned), status="ok")
-                except Exception as exc:  # noqa: BLE001 - one bad edit (or a method that cannot edit) must not stop the run
+                except Exception as exc:  # noqa: BLE001 - a bad edit, or a method that cannot edit, must not stop the run
                     row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
                     log(f"bench: {item.id} / {method} failed: {row['error']}")
                 columns = ("image", "method", "config_hash", "edit_type", "status", "error", *METRICS)
@@ -177,8 +177,8 @@ def table(store_path: str) -> str:
         groups.setdefault((r["method"], r["config_hash"]), []).append(r)
     types = sorted({r["edit_type"] for r in rows})
     learned = [m for m in LEARNED if any(r[m] is not None for r in rows)]
-    head = ["method", "blend", "edits", "bg PSNR dB", "bg MSE x1e3", "bg SSIM", *(LEARNED_HEADS[m][0] for m in learned),
-            "success"]
+    head = ["method", "blend", "edits", "bg PSNR dB", "bg MSE x1e3", "bg SSIM",
+            *(LEARNED_HEADS[m][0] for m in learned), "success"]
     head += [f"{EDIT_TYPES.get(t, t)}: PSNR / success" for t in types]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 

@@ -84,7 +84,8 @@ def load_dino(path: str):
     from transformers import ViTModel
 
     try:
-        return ViTModel.from_pretrained(_folder(path, "DINO"), add_pooling_layer=False, local_files_only=True).eval()
+        vit = ViTModel.from_pretrained(_folder(path, "DINO"), add_pooling_layer=False, local_files_only=True)
+        return vit.eval()
     except (OSError, ValueError) as exc:
         raise InversaError(f"cannot load DINO ViT from {path} ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
 
@@ -157,7 +158,7 @@ class Learned:
 
 
 def load_learned(paths: dict[str, str | None]) -> Learned:
-    """Metrics from ``{"lpips"|"structure"|"clip": path or None}``; a None path falls back to its environment variable."""
+    """Metrics from ``{"lpips"|"structure"|"clip": path or None}``; None falls back to the environment variable."""
     found = {k: paths.get(k) or os.environ.get(env) or None for k, (env, _) in SOURCES.items()}
     out = Learned(skipped={k: f"no weights: pass {SOURCES[k][1]} or set {SOURCES[k][0]}"
                            for k, p in found.items() if p is None})
