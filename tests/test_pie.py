@@ -135,3 +135,22 @@ def test_natural_prompts_map_onto_the_embedded_template():
     caption = "a large red circle on a blue gradient background, center"
     assert template_pair(caption, caption.replace("circle", "square")) == (caption, caption.replace("circle", "square"))
     assert template_pair("a cat", "a dog") == ("a cat", "a dog")  # nothing the model knows: unchanged
+
+
+def test_readme_edit_example_changes_only_the_circle(tmp_path, capsys):
+    """The README's command on the embedded model: the circle turns green, the blue background stays."""
+    from inversa.bench.pie import background_metrics
+    from inversa.images import load_image
+    from inversa.tiny import shapes as S
+
+    rgb, circle = S.render(S.nominal("circle", "red", "large", "center"))
+    Image.fromarray(rgb).save(tmp_path / "circle.png")
+    assert main(["edit", str(tmp_path / "circle.png"), "-s", "a red circle on a blue background", "-t",
+                 "a green circle on a blue background", "--method", "direct", "-o", str(tmp_path / "out.png")]) == 0
+    assert "prompts in the embedded model's template" in capsys.readouterr().err
+    source, edited = load_image(str(tmp_path / "circle.png"), 64, []), load_image(str(tmp_path / "out.png"), 64, [])
+    grown = torch.from_numpy(S.dilate(circle, 2)).float()[None, None]
+    assert background_metrics(source, edited, grown)["bg_psnr"] > 30  # 21 dB with the source prompt as negative
+    pixels = ((edited[0].permute(1, 2, 0) + 1) * 127.5).numpy()
+    assert S.nearest_colour(np.median(pixels[~S.dilate(~circle, 2)], 0)) == "green"
+    assert S.nearest_colour(np.median(pixels[~S.dilate(circle, 3)], 0)) == "blue"

@@ -126,27 +126,31 @@ _LPIPS_SCALE = (0.458, 0.448, 0.450)
 
 
 class LPIPS(torch.nn.Module):
-    """Learned perceptual distance (Zhang et al. 2018), AlexNet variant, in plain torch.
+    """Learned perceptual distance (Zhang et al. 2018), AlexNet variant by default, in plain torch.
 
     The network is AlexNet's convolutional trunk (activations after each of its five
-    ReLUs), unit-normalised over channels, squared differences weighted per channel by
-    five 1x1 "linear" layers, averaged over space and summed. No weights ship with
+    ReLUs; another trunk comes as ``features`` with the ``taps`` compared and their
+    ``channels``), unit-normalised over channels, squared differences weighted per channel
+    by one 1x1 "linear" layer per tap, averaged over space and summed. No weights ship with
     inversa; :func:`load_lpips` reads them from a local file.
     """
 
-    def __init__(self):
+    trunk = "AlexNet"
+
+    def __init__(self, features: torch.nn.Sequential | None = None, channels: tuple[int, ...] = LPIPS_CHANNELS,
+                 taps: tuple[int, ...] = (1, 4, 7, 9, 11)):
         super().__init__()
         nn = torch.nn
-        self.features = nn.Sequential(
+        self.features = features if features is not None else nn.Sequential(
             nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(), nn.MaxPool2d(3, 2),
             nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
             nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),
             nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
             nn.Conv2d(256, 256, 3, padding=1), nn.ReLU())
-        self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in LPIPS_CHANNELS)
+        self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in channels)
         self.register_buffer("shift", torch.tensor(_LPIPS_SHIFT).view(1, 3, 1, 1))
         self.register_buffer("scale", torch.tensor(_LPIPS_SCALE).view(1, 3, 1, 1))
-        self.taps = (1, 4, 7, 9, 11)  # indices of the ReLUs in ``features``
+        self.taps = taps  # indices in ``features`` whose outputs are compared (AlexNet: its five ReLUs)
 
     def _feats(self, x: Tensor) -> list[Tensor]:
         x = (x - self.shift) / self.scale
@@ -173,10 +177,10 @@ def _read_weights(path: str) -> dict[str, Tensor]:
     return state.get("state_dict", state) if isinstance(state, dict) else state
 
 
-def load_lpips(path: str) -> LPIPS:
-    """LPIPS-AlexNet from local weights: one file holding both parts, or a folder with two files.
+def load_lpips(path: str, net: LPIPS | None = None) -> LPIPS:
+    """LPIPS from local weights into ``net`` (default AlexNet): one file holding both parts, or a folder.
 
-    Accepted keys: the AlexNet trunk as torchvision names it (``features.0.weight`` ...)
+    Accepted keys: the trunk as torchvision names it (``features.0.weight`` ...)
     and the linear layers as the reference LPIPS release names them
     (``lin0.model.1.weight`` ... ``lin4``) or ``lins.K.weight``. A folder is searched for
     ``*.pth`` / ``*.pt`` / ``*.safetensors`` files whose keys are merged.
@@ -198,7 +202,7 @@ def load_lpips(path: str) -> LPIPS:
             state.update(_read_weights(f))
         except Exception as exc:  # noqa: BLE001
             raise InversaError(f"cannot read LPIPS weights {f} ({type(exc).__name__}: {exc})") from None
-    net = LPIPS()
+    net = LPIPS() if net is None else net
     wanted: dict[str, Tensor] = {}
     for k, v in state.items():
         if k.startswith("features."):
@@ -210,7 +214,7 @@ def load_lpips(path: str) -> LPIPS:
     missing = [k for k in net.state_dict() if k not in wanted and k not in ("shift", "scale")]
     if missing:
         raise InversaError(f"LPIPS weights in {path} lack {len(missing)} tensors (e.g. {missing[0]}); "
-                           "expected AlexNet 'features.*' and LPIPS 'lin0..lin4' weights")
+                           f"expected {net.trunk} 'features.*' and LPIPS 'lin0..lin{len(net.lins) - 1}' weights")
     try:
         net.load_state_dict(wanted, strict=False)
     except RuntimeError as exc:

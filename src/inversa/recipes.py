@@ -27,6 +27,10 @@ class Recipe:
     fn: Callable
     cost: str
     summary: str
+    flow: bool | None = None  # True: flow models only; False: not flow models; None: any
+
+    def fits(self, model) -> bool:
+        return self.flow is None or self.flow == (model.prediction == "flow")
 
     def options(self) -> dict:
         """Keyword options and their defaults (those ``edit()`` does not set itself)."""
@@ -41,10 +45,12 @@ class Recipe:
 
 RECIPES = {r.name: r for r in (
     Recipe("flowedit", flowedit, "2 rows per step x n_avg (x2 with CFG), flow models",
-           "FlowEdit: an ODE from the source latent driven by target minus source velocities (Kulikov et al. 2024)."),
+           "FlowEdit: an ODE from the source latent driven by target minus source velocities (Kulikov et al. 2024).",
+           flow=True),
     Recipe("ddcm", ddcm, "2 rows per step (source + target; x2 with CFG)",
            "InfEdit's DDCM: virtual inversion; the source branch is exact by construction (Xu et al. 2024)."),
     Recipe("guide_and_rescale", guide_and_rescale,
            "1 NFE (inversion) + 2 (CFG) + 2 rows fwd+bwd (guider) per step",
-           "Guide-and-Rescale: CFG plus self-guidance towards the inversion chain's self-attention maps (ECCV 2024)."),
+           "Guide-and-Rescale: CFG plus self-guidance towards the inversion chain's self-attention maps (ECCV 2024).",
+           flow=False),
 )}

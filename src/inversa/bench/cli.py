@@ -10,7 +10,8 @@ def add_command(sub) -> None:
 
     p = sub.add_parser("bench", help="benchmark inversion methods over a dataset into a resumable SQLite store")
     add_model_args(p)
-    p.add_argument("--methods", default="ddim,fixed_point", help="comma-separated methods (vae_roundtrip is always added)")
+    p.add_argument("--methods", default="ddim,fixed_point",
+                   help="comma-separated methods (vae_roundtrip is always added); edit task: all = every editing method")
     p.add_argument("--data", default="builtin:photos", help="image folder, builtin:photos | builtin:shapes, or pie:DIR (PIE-Bench layout)")
     p.add_argument("--captions", default=None, help="captions file: txt (file<TAB>caption) or JSON (COCO captions ok)")
     p.add_argument("--prompts", choices=("empty", "captions"), default="empty",
@@ -35,6 +36,10 @@ def add_command(sub) -> None:
     p.add_argument("--blend", choices=("words", "mask", "none"), default="words",
                    help="edit task: keep the background outside the blended words' attention, PIE's mask, or not")
     p.add_argument("--cross-replace", type=float, default=0.4, help="edit task: cross-attention injection fraction")
+    p.add_argument("--lpips-squeeze-weights", default=None, metavar="PATH",
+                   help="edit task: SqueezeNet 1.1 + LPIPS squeeze.pth weights (file or folder) for background LPIPS")
+    p.add_argument("--dino-weights", default=None, metavar="DIR", help="edit task: DINO ViT-B/8 transformers folder")
+    p.add_argument("--clip-weights", default=None, metavar="DIR", help="edit task: CLIP ViT-L/14 transformers folder")
     p.set_defaults(run=run_bench)
 
     p = sub.add_parser("report", help="Markdown + HTML report (gallery, plots) of a results store")
@@ -116,15 +121,21 @@ def run_edit(args) -> int:
     from ..cli import open_model
     from ..errors import InversaError
     from . import edit_task
+    from .learned_metrics import load_learned
 
     if not args.data.startswith("pie:"):
         raise InversaError(f"--task edit needs --data pie:DIR (a PIE-Bench folder), not {args.data!r}")
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    learned = load_learned({"lpips": args.lpips_squeeze_weights, "structure": args.dino_weights,
+                            "clip": args.clip_weights})
+    for name, why in learned.skipped.items():
+        print(f"note: {name} skipped ({why})", file=sys.stderr)
     model = open_model(args)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = edit_task.editing_methods(model) if methods == ["all"] else methods
     cfg = edit_task.EditConfig(methods, steps=args.steps, guidance=7.5 if args.guidance is None else args.guidance,
                                cross_replace=args.cross_replace, blend=args.blend,
                                size=args.size or model.default_size(), options=_options(args.opt, methods))
-    written, skipped = edit_task.run(model, args.data[4:], args.output, cfg, args.limit)
+    written, skipped = edit_task.run(model, args.data[4:], args.output, cfg, args.limit, learned=learned)
     print(f"bench: {written} edit rows written, {skipped} already done -> {args.output}", file=sys.stderr)
     print(edit_task.table(args.output))
     return 0

@@ -4,9 +4,9 @@ Rows go to the table ``edit_results`` of the same SQLite store as the reconstruc
 (configs share its ``configs`` table), written as each edit finishes, so a rerun skips
 what is there. Metrics follow PIE-Bench's evaluation at the model's resolution (stated
 in the protocol): background PSNR / MSE / SSIM of both images times ``1 - mask``, values
-in [0, 1]. LPIPS (SqueezeNet), DINO structure distance and CLIP scores need networks
-inversa does not load; they are reported as skipped with that reason. Sets with the
-truth (the PIE-format shapes set) also get an edit success per edit.
+in [0, 1]. LPIPS (SqueezeNet), DINO structure distance and CLIP scores come from
+:mod:`.learned_metrics` when the user gives local weights, and are reported as skipped
+otherwise. Sets with the truth (the PIE-format shapes set) also get an edit success per edit.
 """
 from __future__ import annotations
 
@@ -20,20 +20,42 @@ import torch
 
 from ..errors import InversaError
 from ..recipes import RECIPES
+from ..validate import method_options
+from .learned_metrics import SOURCES, Learned
 from .pie import EDIT_TYPES, PieItem, background_metrics, load_pie
 from .runner import VAE_ROW  # the same ceiling row as the reconstruction task
 from .store import Store, config_hash
 
 BLEND = ("words", "mask", "none")
-SKIPPED = {"lpips": "LPIPS needs SqueezeNet-LPIPS weights", "structure": "structure distance needs DINO ViT-B/8",
-           "clip": "CLIP score needs CLIP ViT-L/14"}
-METRICS = ("bg_psnr", "bg_mse", "bg_ssim", "success", "seconds", "nfe")
+LEARNED_HEADS = {"lpips": ("bg LPIPS x1e3", 1e3), "structure": ("structure x1e3", 1e3),
+                 "clip_whole": ("CLIP whole", 1.0), "clip_edited": ("CLIP edited", 1.0)}
+LEARNED = tuple(LEARNED_HEADS)
+METRICS = ("bg_psnr", "bg_mse", "bg_ssim", *LEARNED, "success", "seconds", "nfe")
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS edit_results (
     image TEXT NOT NULL, method TEXT NOT NULL, config_hash TEXT NOT NULL, edit_type TEXT NOT NULL,
     status TEXT NOT NULL, error TEXT, {", ".join(f"{m} REAL" for m in METRICS)}, finished REAL NOT NULL,
     PRIMARY KEY (image, method, config_hash));
 """
+
+
+def editing_methods(model) -> list[str]:
+    """Every method ``inversa edit`` accepts on ``model``: registered ones (flow-only ones on flow models), recipes."""
+    from ..methods import REGISTRY, _load_all
+
+    _load_all()
+    flow = model.prediction == "flow"
+    return (sorted(n for n, m in REGISTRY.items() if flow or not m.flow_only)
+            + [n for n, r in RECIPES.items() if r.fits(model)])
+
+
+def _open_table(store: Store) -> None:
+    """Create ``edit_results``, adding the columns a store written by an older inversa lacks."""
+    store.db.executescript(SCHEMA)
+    have = {r[1] for r in store.db.execute("PRAGMA table_info(edit_results)")}
+    for m in METRICS:
+        if m not in have:
+            store.db.execute(f"ALTER TABLE edit_results ADD COLUMN {m} REAL")
 
 
 @dataclass
@@ -53,20 +75,10 @@ class EditConfig:
                 "size": self.size, "dataset": dataset}
         out = [(VAE_ROW, config_hash({"method": VAE_ROW, **base}), {"method": VAE_ROW, **base})]
         for m in self.methods:
-            blend = "none" if m in RECIPES else self.blend  # a recipe has no sampled source branch to blend with
             cfg = {"method": m, **base, "steps": self.steps, "guidance": self.guidance,
-                   "cross_replace": self.cross_replace, "blend": blend, "options": self.options.get(m, {})}
+                   "cross_replace": self.cross_replace, "blend": self.blend, "options": self.options.get(m, {})}
             out.append((m, config_hash(cfg), cfg))
         return out
-
-
-def _schema(db) -> None:
-    """Create the table, adding metrics newer than a store written by an older inversa."""
-    db.executescript(SCHEMA)
-    have = {row[1] for row in db.execute("PRAGMA table_info(edit_results)")}
-    for m in METRICS:
-        if m not in have:
-            db.execute(f"ALTER TABLE edit_results ADD COLUMN {m} REAL")
 
 
 def success(item: PieItem, edited: torch.Tensor, size: int) -> float | None:
@@ -94,7 +106,7 @@ def success(item: PieItem, edited: torch.Tensor, size: int) -> float | None:
     return float(S.iou(obj, new) > S.iou(obj, old))
 
 
-def _one(model, item: PieItem, image, method: str, cfg: EditConfig) -> dict:
+def _one(model, item: PieItem, image, method: str, cfg: EditConfig, learned: Learned) -> dict:
     from ..edit import edit
 
     mask = item.mask(cfg.size).to(image.device)
@@ -108,23 +120,27 @@ def _one(model, item: PieItem, image, method: str, cfg: EditConfig) -> dict:
         edited = edit(model, image, item.source_prompt, item.target_prompt, method=method, steps=cfg.steps,
                       guidance=cfg.guidance, cross_replace=cfg.cross_replace, **blend, **cfg.options.get(method, {}))
     seconds = time.perf_counter() - start
-    out = {**background_metrics(image, edited, mask), "seconds": seconds, "nfe": model.nfe}  # network rows per edit
+    out = {**background_metrics(image, edited, mask), **learned.scores(image, edited, mask, item.target_prompt),
+           "seconds": seconds, "nfe": model.nfe}  # network rows per edit
     out["success"] = None if method == VAE_ROW else success(item, edited, cfg.size)
     return out
 
 
-def run(model, folder: str, store_path: str, cfg: EditConfig, limit: int | None = None, log=None) -> tuple[int, int]:
+def run(model, folder: str, store_path: str, cfg: EditConfig, limit: int | None = None, log=None,
+        learned: Learned | None = None) -> tuple[int, int]:
     """Edit every item with every method; returns (rows written, rows already there)."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
+    learned = learned or Learned()
     if cfg.blend not in BLEND:
         raise InversaError(f"--blend must be one of {', '.join(BLEND)}, not {cfg.blend!r}")
+    for m in cfg.methods:  # misspelt methods or options stop the run before any work
+        cfg.options[m] = method_options(m, cfg.options.get(m, {}))
     items = load_pie(folder, limit)
     keys = cfg.keys(model, os.path.basename(os.path.normpath(folder)))
     written = skipped = 0
     with Store(store_path) as store:
-        _schema(store.db)
-        proto = {"task": "edit", "dataset": folder, "resolution": cfg.size, "device": str(model.device),
-                 "skipped": SKIPPED}
+        _open_table(store)
+        proto = {"task": "edit", "dataset": folder, "resolution": cfg.size, "device": str(model.device)}
         for method, chash, config in keys:
             store.add_config(chash, method, config, proto)
         done = {tuple(r) for r in store.db.execute("SELECT image, method, config_hash FROM edit_results")}
@@ -137,10 +153,8 @@ def run(model, folder: str, store_path: str, cfg: EditConfig, limit: int | None 
             for method, chash in todo:
                 row = {"image": item.id, "method": method, "config_hash": chash, "edit_type": item.edit_type}
                 try:
-                    row.update(_one(model, item, image, method, cfg), status="ok")
-                except InversaError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - one bad edit must not stop the run
+                    row.update(_one(model, item, image, method, cfg, learned), status="ok")
+                except Exception as exc:  # noqa: BLE001 - a bad edit, or a method that cannot edit, must not stop the run
                     row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
                     log(f"bench: {item.id} / {method} failed: {row['error']}")
                 columns = ("image", "method", "config_hash", "edit_type", "status", "error", *METRICS)
@@ -154,14 +168,18 @@ def run(model, folder: str, store_path: str, cfg: EditConfig, limit: int | None 
 def table(store_path: str) -> str:
     """Markdown: per method and config, PIE's background metrics and the success rate, overall and per edit type."""
     with Store(store_path) as store:
-        _schema(store.db)
+        _open_table(store)
         rows = [dict(r) for r in store.db.execute("SELECT * FROM edit_results WHERE status = 'ok'")]
+        failed = store.db.execute("SELECT method, COUNT(*), MIN(error) FROM edit_results WHERE status != 'ok' "
+                                  "GROUP BY method").fetchall()
         configs = store.configs()
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["method"], r["config_hash"]), []).append(r)
     types = sorted({r["edit_type"] for r in rows})
-    head = ["method", "blend", "edits", "bg PSNR dB", "bg MSE x1e3", "bg SSIM", "success", "s/edit", "NFE/edit"]
+    learned = [m for m in LEARNED if any(r[m] is not None for r in rows)]
+    head = ["method", "blend", "edits", "bg PSNR dB", "bg MSE x1e3", "bg SSIM",
+            *(LEARNED_HEADS[m][0] for m in learned), "success", "s/edit", "NFE/edit"]
     head += [f"{EDIT_TYPES.get(t, t)}: PSNR / success" for t in types]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
@@ -172,7 +190,8 @@ def table(store_path: str) -> str:
     for (method, chash), rs in sorted(groups.items(), key=lambda kv: (kv[0][0] != VAE_ROW, kv[0])):
         cfg = configs.get(chash, {}).get("config", {})
         cells = [method, cfg.get("blend", "-"), str(len(rs)), cell(rs, "bg_psnr", "{:.2f}"),
-                 cell(rs, "bg_mse", "{:.2f}", 1e3), cell(rs, "bg_ssim", "{:.3f}"), cell(rs, "success", "{:.0f}%", 100),
+                 cell(rs, "bg_mse", "{:.2f}", 1e3), cell(rs, "bg_ssim", "{:.3f}"),
+                 *(cell(rs, m, "{:.2f}", LEARNED_HEADS[m][1]) for m in learned), cell(rs, "success", "{:.0f}%", 100),
                  cell(rs, "seconds", "{:.2f}"), cell(rs, "nfe", "{:.0f}")]
         for t in types:
             per = [r for r in rs if r["edit_type"] == t]
@@ -184,5 +203,7 @@ def table(store_path: str) -> str:
         c = some["config"]
         notes = (f"model {c['model']}, {c['dtype']}, {c['size']}x{c['size']} (PIE evaluates at 512), steps {c['steps']}, "
                  f"guidance {c['guidance']}, cross_replace {c['cross_replace']}, dataset {c['dataset']}\n\n")
-    skipped = "; ".join(f"{k} skipped ({why}, which inversa does not load)" for k, why in SKIPPED.items())
-    return notes + "\n".join(lines) + f"\n\n{skipped}.\n"
+    absent = [k for k in SOURCES if not any(m.startswith(k) for m in learned)]
+    skipped = "; ".join(f"{k} skipped (no weights: {SOURCES[k][1]} or {SOURCES[k][0]})" for k in absent)
+    failures = "".join(f"\n\n{m}: {k} edits failed ({err})" for m, k, err in failed)
+    return notes + "\n".join(lines) + failures + (f"\n\n{skipped}.\n" if skipped else "\n")
