@@ -33,11 +33,10 @@ from inversa.tiny import shapes as S
 
 METHODS = ("ddim", "negative_prompt", "null_text", "direct", "edict", "bdia", "ddpm_edit_friendly", "ddcm",
            "guide_and_rescale")
-METHODS += ("cfgpp", "spdinv", "spdinv + source negative", "spdinv + prox 0.7 + pull 1", "dci", "prompt_tuning")
+METHODS += ("cfgpp", "spdinv", "spdinv, negative ''", "spdinv + prox 0.7 + pull 1", "dci", "prompt_tuning")
 METHOD_OPTS = {"null_text": {"iters": 5, "lr": 0.05}, "prompt_tuning": {"iters": 5, "lr": 0.05}}
-# rows that run a method with editing options: label -> (method, edit keywords); SOURCE: the edit's source prompt
-SOURCE = object()
-VARIANTS = {"spdinv + source negative": ("spdinv", {"negative": SOURCE}),
+# rows that run a method with editing options: label -> (method, edit keywords)
+VARIANTS = {"spdinv, negative ''": ("spdinv", {"negative": ""}),
             "spdinv + prox 0.7 + pull 1": ("spdinv", {"prox": 0.7, "pull": 1.0})}
 PALETTE = {name: np.asarray(rgb, np.float64) / 255 for name, rgb in S.COLOURS.items()}
 
@@ -146,8 +145,7 @@ def run(args) -> tuple[dict, list[Task], dict]:
                 start, model.nfe = time.perf_counter(), 0
                 res = edit(model, task.image, task.caption, task.target, method=method, steps=args.steps,
                            guidance=args.guidance, cross_replace=args.cross_replace, full=True,
-                           **METHOD_OPTS.get(method, {}), **extra,
-                           **{k: task.caption if v is SOURCE else v for k, v in options.items()})
+                           **METHOD_OPTS.get(method, {}), **options, **extra)
                 rows[label].append({**score(task, res.images, res.source), "seconds": time.perf_counter() - start,
                                     "nfe": model.nfe})
                 images[label].append(res.images[0])
