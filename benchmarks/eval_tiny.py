@@ -178,16 +178,21 @@ def main(argv=None) -> int:
         Image.fromarray(grid(images[:40], 10)).save(os.path.join(folder, "samples.png"), optimize=True)
         if args.run and os.path.exists(os.path.join(args.run, "losses.csv")):
             loss_curve(os.path.join(args.run, "losses.csv"), os.path.join(folder, "loss.png"))
-        training = {}
-        for src in (args.run and os.path.join(args.run, "training.json"), os.path.join(folder, "training.json")):
-            if src and os.path.exists(src):
-                training = json.load(open(src))
-                break
+        training = read_training(args.run, folder)
         with open(os.path.join(folder, "eval.json"), "w") as f:
             json.dump(result, f, indent=2)
         with open(os.path.join(folder, "README.md"), "w") as f:
             f.write(card(result, training, captions[:40], pipe))
     return 0
+
+
+def read_training(run: str | None, folder: str) -> dict:
+    """The training record for a model card: the run's training.json, else the model folder's, else {}."""
+    for src in (run and os.path.join(run, "training.json"), os.path.join(folder, "training.json")):
+        if src and os.path.exists(src):
+            with open(src) as f:
+                return json.load(f)
+    return {}
 
 
 def _row(name: str, d: dict) -> str:

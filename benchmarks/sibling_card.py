@@ -81,15 +81,11 @@ def main(argv=None) -> int:
         from PIL import Image
 
         Image.fromarray(E.grid(samples[:40], 10)).save(os.path.join(folder, "samples.png"), optimize=True)
-        training = {}
         if args.run and os.path.exists(os.path.join(args.run, "losses.csv")):
             E.loss_curve(os.path.join(args.run, "losses.csv"), os.path.join(folder, "loss.png"))
             losses = [float(line.split(",")[2]) for line in open(os.path.join(args.run, "losses.csv"))]
             out["final_loss"] = sum(losses[-20:]) / len(losses[-20:])
-        for src in (args.run and os.path.join(args.run, "training.json"), os.path.join(folder, "training.json")):
-            if src and os.path.exists(src):
-                training = json.load(open(src))
-                break
+        training = E.read_training(args.run, folder)
         with open(os.path.join(folder, "eval.json"), "w") as f:
             json.dump(out, f, indent=2)
         with open(os.path.join(folder, "training.json"), "w") as f:

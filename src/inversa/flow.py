@@ -12,10 +12,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
 from torch import Tensor
 
 from .errors import InversaError
-from .methods import step_info
+from .methods import Trace, step_info
 from .model import Condition, Model, Schedule
 
 
@@ -95,3 +96,22 @@ def integrate(model: Model, x: Tensor, schedule: Schedule, step: Step, *, invers
         states.reverse()
         steps.reverse()
     return x, states, steps
+
+
+def solver_method(name: str, steps: Callable, summary: str) -> tuple[Callable, Callable]:
+    """(sample, invert) of a flow method whose inversion and sampling run one solver both ways.
+
+    ``steps(model, condition)`` gives the ``integrate`` step; ``summary`` is the method's docstring.
+    """
+
+    @torch.no_grad()
+    def sample(model, inv, schedule, condition):
+        return integrate(model, inv.x_T, schedule, steps(model, condition), inverse=False, desc=name)[0]
+
+    @torch.no_grad()
+    def invert(model, z0, condition, schedule, *, keep_trajectory: bool = True):
+        x, states, info = integrate(model, z0, schedule, steps(model, condition), inverse=True, desc=name)
+        return Trace(x, states if keep_trajectory else None, {}, info)
+
+    sample.__doc__, invert.__doc__ = f"{name} sampling from ``x_T`` with the inversion's solver.", summary
+    return sample, invert

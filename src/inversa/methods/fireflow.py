@@ -12,10 +12,8 @@ velocity is the loop's carry; inversion and sampling run the same step.
 """
 from __future__ import annotations
 
-import torch
-
 from .. import flow
-from . import Trace, register
+from . import register
 
 
 def _steps(model, condition):
@@ -23,15 +21,6 @@ def _steps(model, condition):
     return lambda i, x, s, s_next, reused: flow.midpoint_step(v, x, s, s_next, reused)
 
 
-@torch.no_grad()
-def sample(model, inv, schedule, condition):
-    """FireFlow sampling from ``x_T`` (N + 1 NFE for N steps)."""
-    return flow.integrate(model, inv.x_T, schedule, _steps(model, condition), inverse=False, desc="fireflow")[0]
-
-
-@register("fireflow", sample=sample, cost="1 NFE per step (+1), sampling too", flow_only=True)
-@torch.no_grad()
-def invert(model, z0, condition, schedule, *, keep_trajectory: bool = True):
-    """Midpoint flow steps reusing the previous midpoint velocity (FireFlow); replayed by the same solver."""
-    x, states, steps = flow.integrate(model, z0, schedule, _steps(model, condition), inverse=True, desc="fireflow")
-    return Trace(x, states if keep_trajectory else None, {}, steps)
+sample, invert = flow.solver_method(
+    "fireflow", _steps, "Midpoint flow steps reusing the previous midpoint velocity (FireFlow); replayed by the same solver.")
+register("fireflow", sample=sample, cost="1 NFE per step (+1), sampling too", flow_only=True)(invert)

@@ -12,10 +12,8 @@ the two directions share their O(h^3) local error instead of Euler's O(h^2).
 """
 from __future__ import annotations
 
-import torch
-
 from .. import flow
-from . import Trace, register
+from . import register
 
 
 def _steps(model, condition):
@@ -23,15 +21,6 @@ def _steps(model, condition):
     return lambda i, x, s, s_next, carry: (flow.rf_solver_step(v, x, s, s_next), None)
 
 
-@torch.no_grad()
-def sample(model, inv, schedule, condition):
-    """RF-Solver sampling from ``x_T`` (2 NFE per step)."""
-    return flow.integrate(model, inv.x_T, schedule, _steps(model, condition), inverse=False, desc="rf_solver")[0]
-
-
-@register("rf_solver", sample=sample, cost="2 NFE per step (sampling too)", flow_only=True)
-@torch.no_grad()
-def invert(model, z0, condition, schedule, *, keep_trajectory: bool = True):
-    """Second-order (midpoint / Taylor) flow steps towards the noise; replayed by the same solver (RF-Solver)."""
-    x, states, steps = flow.integrate(model, z0, schedule, _steps(model, condition), inverse=True, desc="rf_solver")
-    return Trace(x, states if keep_trajectory else None, {}, steps)
+sample, invert = flow.solver_method(
+    "rf_solver", _steps, "Second-order (midpoint / Taylor) flow steps towards the noise; replayed by the same solver (RF-Solver).")
+register("rf_solver", sample=sample, cost="2 NFE per step (sampling too)", flow_only=True)(invert)
