@@ -33,10 +33,11 @@ from inversa.tiny import shapes as S
 
 METHODS = ("ddim", "negative_prompt", "null_text", "direct", "edict", "bdia", "ddpm_edit_friendly", "ddcm",
            "guide_and_rescale")
-METHODS += ("cfgpp", "spdinv", "spdinv, negative ''", "spdinv + prox 0.7 + pull 1", "dci", "prompt_tuning")
+METHODS += ("cfgpp", "spdinv", "spdinv, negative = source", "spdinv + prox 0.7 + pull 1", "dci", "prompt_tuning")
 METHOD_OPTS = {"null_text": {"iters": 5, "lr": 0.05}, "prompt_tuning": {"iters": 5, "lr": 0.05}}
 # rows that run a method with editing options: label -> (method, edit keywords)
-VARIANTS = {"spdinv, negative ''": ("spdinv", {"negative": ""}),
+# ("{source}": the task's source caption)
+VARIANTS = {"spdinv, negative = source": ("spdinv", {"negative": "{source}"}),
             "spdinv + prox 0.7 + pull 1": ("spdinv", {"prox": 0.7, "pull": 1.0})}
 PALETTE = {name: np.asarray(rgb, np.float64) / 255 for name, rgb in S.COLOURS.items()}
 
@@ -144,8 +145,10 @@ def run(args) -> tuple[dict, list[Task], dict]:
             for task in tqdm(work, desc=label, leave=False):
                 start, model.nfe = time.perf_counter(), 0
                 res = edit(model, task.image, task.caption, task.target, method=method, steps=args.steps,
-                           guidance=args.guidance, cross_replace=args.cross_replace, full=True,
-                           **METHOD_OPTS.get(method, {}), **options, **extra)
+                           guidance=args.guidance, cross_replace=args.cross_replace,
+                           self_replace=args.self_replace, full=True,
+                           **METHOD_OPTS.get(method, {}), **extra,
+                           **{k: task.caption if v == "{source}" else v for k, v in options.items()})
                 rows[label].append({**score(task, res.images, res.source), "seconds": time.perf_counter() - start,
                                     "nfe": model.nfe})
                 images[label].append(res.images[0])
@@ -168,6 +171,7 @@ def table(report: dict) -> str:
     cfg = report["config"]
     head = (f"model {cfg['model'] or 'embedded'}, {cfg['n']} shapes images (seed {cfg['seed']}) x 2 edits, "
             f"{cfg['steps']} steps, guidance {cfg['guidance']}, cross_replace {cfg['cross_replace']}, "
+            f"self_replace {cfg.get('self_replace', 0.0)}, "
             f"dtype {cfg['dtype']}, options {METHOD_OPTS}; NFE = network rows evaluated per edit "
             "(forward; guide_and_rescale also backpropagates 2 rows per step; ceiling row: none)")
     return head + "\n\n" + "\n".join(lines)
@@ -207,6 +211,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--guidance", type=float, default=7.5)
     p.add_argument("--cross-replace", type=float, default=0.4)
+    p.add_argument("--self-replace", type=float, default=0.0,
+                   help="fraction of steps with self-attention maps (UNet) or image keys/values (MMDiT) shared")
     p.add_argument("--decoder-inversion", action="store_true",
                    help="also run every method with decoder inversion (inversa.decoder) before inverting")
     p.add_argument("--dtype", default="float32")

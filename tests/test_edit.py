@@ -5,7 +5,7 @@ import torch
 from inversa import invert, reconstruct
 from inversa.attention import Injector, InjectingProcessor, align_tokens, injecting, token_columns
 from inversa.cli import main
-from inversa.edit import edit, sample_branches
+from inversa.edit import default_negative, edit, sample_branches
 from inversa.errors import InversaError
 from inversa.interpolate import interpolate
 from inversa.metrics import relative_error
@@ -39,10 +39,24 @@ def test_source_branch_is_the_reconstruction(tiny_model, method):
 
 def test_identical_prompts_give_identical_branches_and_edit_changes_image(tiny_model):
     model = tiny_model("sd")
-    res = edit(model, _image(), SRC, SRC, method="ddim", steps=3, guidance=7.5, full=True)
+    res = edit(model, _image(), SRC, SRC, method="ddim", steps=3, guidance=7.5, negative=SRC, full=True)
     assert torch.allclose(res.images, res.source, atol=1e-4)
     edited = edit(model, _image(), SRC, TGT, method="ddim", steps=3, guidance=7.5, cross_replace=0.0)
     assert edited.shape == (1, 3, 64, 64) and not torch.allclose(edited, res.source, atol=1e-3)
+
+
+def test_default_negative_is_empty_at_w1_and_the_source_prompt_for_coupled_samplers(tiny_model):
+    model = tiny_model("sd")
+    for method, expect in (("ddim", ""), ("edict", SRC)):
+        inv = invert(model, _image(), SRC, method=method, steps=3)
+        assert default_negative(inv) == [expect]
+        _, default = sample_branches(model, inv, TGT, guidance=7.5, cross_replace=0.0, decode=False)
+        _, named = sample_branches(model, inv, TGT, guidance=7.5, negative=expect, cross_replace=0.0, decode=False)
+        _, other = sample_branches(model, inv, TGT, guidance=7.5, negative="a blue square", cross_replace=0.0,
+                                   decode=False)
+        assert torch.equal(default, named) and not torch.allclose(default, other, atol=1e-3)
+    inv = invert(model, _image(), SRC, method="null_text", steps=2, guidance=7.5, iters=1)
+    assert default_negative(inv) == list(inv.negative)
 
 
 def test_cross_attention_injection_replaces_target_maps(tiny_model):

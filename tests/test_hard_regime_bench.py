@@ -38,3 +38,19 @@ def test_a_time_budget_keeps_the_cases_already_done(tmp_path):
     rows = json.load(open(out + ".json"))["rows"]
     assert {r["case"] for r in rows} == {"oracle-epsilon w1 2 steps"}
     assert os.path.exists(f"{out}-oracle-epsilon_w1_2_steps.png") and "oracle-epsilon w1 2 steps" in open(out + ".md").read()
+
+
+def test_verdict_takes_the_fastest_default_run_that_holds_on_the_curve():
+    def row(method, cap, mse, s):
+        return {"case": "c", "method": method, "cap": cap, "latent_mse": mse, "seconds": s}
+
+    paper = row("preciseinv paper", 100, 1e-3, 10.0)
+    anderson = [row("fixed_point anderson", 5, 1e-2, 1.0), row("fixed_point anderson", 50, 1e-4, 8.0)]
+    curve = [row("preciseinv hybrid (default)", 3, 5e-4, 3.0), row("preciseinv hybrid (default)", 10, 1e-6, 4.0),
+             row("preciseinv hybrid (default)", 40, 1e-9, 9.0)]
+    v, = _bench().verdict([paper, *anderson, *curve])
+    assert v["ours"]["cap"] == 3 and v["anderson"]["cap"] == 5 and v["time_ratio"] == 0.3
+    # nothing within half the paper's time: the largest cap is reported, and it fails on time
+    slow = [dict(r, seconds=r["seconds"] + 3) for r in curve]
+    v, = _bench().verdict([paper, *anderson, *slow])
+    assert v["ours"]["cap"] == 40 and v["time_ratio"] == 1.2 and v["beats_paper"] and v["beats_anderson"]

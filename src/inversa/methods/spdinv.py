@@ -13,8 +13,8 @@ x_T off the exact fixed point, towards the image's forward-noised chain.
 Editing options (used by :func:`sample` when the sampler is guided, i.e. in ``inversa edit``):
 ``prox`` thresholds the guidance direction ``c - u`` at its ``prox`` quantile per sample
 (ProxEdit's l0 proximal step); ``pull`` moves the latent outside the thresholded region that
-fraction of the way back to the chain after every step. Source prompt as negative is
-``inversa edit``'s default for methods inverted at guidance 1 (``--negative ""`` turns it off).
+fraction of the way back to the chain after every step. ``inversa edit --negative SOURCE``
+gives the target branch the source prompt as negative (default: the empty prompt).
 
 | code | paper |
 |---|---|
