@@ -169,6 +169,8 @@ def measure(model, z0, steps: int, methods: list[str], device: str, reps: int = 
         rows.append({"method": text, "s_per_image": seconds / len(z0), "nfe": nfe, "nfe_per_step": nfe / steps,
                      "s_per_nfe": seconds / max(nfe, 1), "peak_gib": peak_gib(device), "worst_residual": worst,
                      "finite": bool(torch.isfinite(trace.x_T).all())})
+        print(f"  {text}: {rows[-1]['s_per_image']:.3g} s/image, {nfe:.0f} NFE, {rows[-1]['peak_gib']:.2f} GiB",
+              file=sys.stderr, flush=True)
     return rows
 
 

@@ -155,13 +155,14 @@ def verdict(rows):
 
         def judge(r):
             a = anderson_at(r)
-            return {"case": case, "ours": r, "paper": paper, "anderson": a,
-                    "beats_paper": r["latent_mse"] <= paper["latent_mse"],
-                    "time_ratio": r["seconds"] / paper["seconds"],
-                    "beats_anderson": a is None or r["latent_mse"] <= a["latent_mse"]}
+            v = {"case": case, "ours": r, "paper": paper, "anderson": a,
+                 "beats_paper": r["latent_mse"] <= paper["latent_mse"],
+                 "time_ratio": r["seconds"] / paper["seconds"],
+                 "beats_anderson": a is None or r["latent_mse"] <= a["latent_mse"]}
+            return v | {"holds": v["beats_paper"] and v["time_ratio"] <= 0.5 and v["beats_anderson"]}
 
         verdicts = [judge(r) for r in ours]
-        held = [v for v in verdicts if v["beats_paper"] and v["time_ratio"] <= 0.5 and v["beats_anderson"]]
+        held = [v for v in verdicts if v["holds"]]
         out.append(held[0] if held else max(verdicts, key=lambda v: v["ours"]["cap"]))
     return out
 
@@ -182,10 +183,9 @@ def markdown(rows, args) -> str:
     for v in verdict(rows):
         o, p, a = v["ours"], v["paper"], v["anderson"]
         yes = lambda ok: "yes" if ok else "NO"  # noqa: E731
-        done = v["beats_paper"] and v["time_ratio"] <= 0.5 and v["beats_anderson"]
         lines.append(f"| {v['case']} | {o['cap']} | {_pair(o)} | {_pair(p)} | {v['time_ratio']:.2f} | {_pair(a)} | "
                      f"{yes(v['beats_paper'])} | {yes(v['time_ratio'] <= 0.5)} | {yes(v['beats_anderson'])} | "
-                     f"**{yes(done)}** |")
+                     f"**{yes(v['holds'])}** |")
     lines += ["\n## All runs\n", "| case | a_T | method | cap | latent MSE | x_T rel err | max step residual | NFE | s |",
               "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

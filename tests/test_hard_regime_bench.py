@@ -49,8 +49,9 @@ def test_verdict_takes_the_fastest_default_run_that_holds_on_the_curve():
     curve = [row("preciseinv hybrid (default)", 3, 5e-4, 3.0), row("preciseinv hybrid (default)", 10, 1e-6, 4.0),
              row("preciseinv hybrid (default)", 40, 1e-9, 9.0)]
     v, = _bench().verdict([paper, *anderson, *curve])
-    assert v["ours"]["cap"] == 3 and v["anderson"]["cap"] == 5 and v["time_ratio"] == 0.3
+    assert v["ours"]["cap"] == 3 and v["anderson"]["cap"] == 5 and v["time_ratio"] == 0.3 and v["holds"]
     # nothing within half the paper's time: the largest cap is reported, and it fails on time
     slow = [dict(r, seconds=r["seconds"] + 3) for r in curve]
     v, = _bench().verdict([paper, *anderson, *slow])
     assert v["ours"]["cap"] == 40 and v["time_ratio"] == 1.2 and v["beats_paper"] and v["beats_anderson"]
+    assert not v["holds"]

@@ -71,7 +71,7 @@ def invert_decoder(model, images: Tensor, z0: Tensor | None = None, *, iters: in
         with torch.enable_grad():
             f = loss(z, idx)
             g, = torch.autograd.grad(f.sum(), z)
-        return f.detach().double(), g.detach()
+        return f.detach().double().cpu(), g.detach()
 
     n = len(z0)
     z = z0.clone()
@@ -88,7 +88,7 @@ def invert_decoder(model, images: Tensor, z0: Tensor | None = None, *, iters: in
             break
         d, curved = _direction(g[idx], [s[idx] for s in S], [y[idx] for y in Y])
         d = -d
-        size = torch.where(curved, 1.0, 1e-2 * z[idx].flatten(1).norm(dim=1) / d.flatten(1).norm(dim=1).clamp_min(1e-30))
+        size = torch.where(curved, 1.0, (1e-2 * z[idx].flatten(1).norm(dim=1) / d.flatten(1).norm(dim=1).clamp_min(1e-30)).cpu())
         d = d * _rows(size, d)  # no curvature yet: a first step of 1e-2 of the latent's norm
         slope = _dot(g[idx], d)
         t = torch.ones(len(idx), dtype=torch.float64)

@@ -42,13 +42,13 @@ JVPS = ("fd", "forward")
 
 
 def msr(r: Tensor) -> Tensor:
-    """Mean squared residual per sample, float64."""
-    return r.detach().flatten(1).double().pow(2).mean(1)
+    """Mean squared residual per sample, float64 on the CPU, where all per-sample bookkeeping lives."""
+    return r.detach().flatten(1).double().pow(2).mean(1).cpu()
 
 
 def _rows(v: Tensor, like: Tensor) -> Tensor:
-    """A per-sample vector shaped to broadcast over ``like``."""
-    return v.to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
+    """A per-sample vector shaped to broadcast over ``like`` (and moved to its device)."""
+    return v.to(like.device, like.dtype).view(-1, *([1] * (like.ndim - 1)))
 
 
 @dataclass
@@ -175,7 +175,7 @@ def solve_paper(problem: StepProblem, x_init: Tensor, z0: Tensor, alpha: float, 
             r, _ = problem.residual(x, idx)
             loss = r.flatten(1).pow(2).mean(1)
             grad, = torch.autograd.grad(loss.sum(), e)
-        mon.record(idx, x.detach(), loss.detach().double())
+        mon.record(idx, x.detach(), loss.detach().double().cpu())
         mon.close()
         go = mon.active[idx]  # rows that keep going take one AdamW step
         if not go.any():
@@ -198,8 +198,8 @@ def gmres(matvec, b: Tensor, max_vectors: int, tol: float) -> Tensor:
     n = b.shape[0]
     shape = b.shape
     bf = b.flatten(1)
-    beta = bf.double().norm(dim=1)
-    basis = [bf / beta.clamp_min(1e-300).to(bf.dtype)[:, None]]
+    beta = bf.double().norm(dim=1).cpu()  # the small Hessenberg problem stays on the CPU
+    basis = [bf / beta.clamp_min(1e-300).to(bf)[:, None]]
     H = torch.zeros(n, max_vectors + 1, max_vectors, dtype=torch.float64)
     e1 = torch.zeros(n, max_vectors + 1, 1, dtype=torch.float64)
     e1[:, 0, 0] = beta
@@ -207,14 +207,14 @@ def gmres(matvec, b: Tensor, max_vectors: int, tol: float) -> Tensor:
     for j in range(max_vectors):
         w = matvec(basis[j].view(shape)).flatten(1)
         for i in range(j + 1):  # modified Gram-Schmidt, twice for stability
-            h = (w.double() * basis[i].double()).sum(1)
+            h = _dot(w, basis[i])
             H[:, i, j] += h
-            w = w - h.to(w.dtype)[:, None] * basis[i]
+            w = w - h.to(w)[:, None] * basis[i]
         for i in range(j + 1):
-            h = (w.double() * basis[i].double()).sum(1)
+            h = _dot(w, basis[i])
             H[:, i, j] += h
-            w = w - h.to(w.dtype)[:, None] * basis[i]
-        hn = w.double().norm(dim=1)
+            w = w - h.to(w)[:, None] * basis[i]
+        hn = w.double().norm(dim=1).cpu()
         H[:, j + 1, j] = hn
         Hj = H[:, : j + 2, : j + 1]
         y = torch.linalg.lstsq(Hj, e1[:, : j + 2]).solution
@@ -222,9 +222,9 @@ def gmres(matvec, b: Tensor, max_vectors: int, tol: float) -> Tensor:
         if bool((lsres <= tol * beta).all()) or j == max_vectors - 1:
             break
         safe = hn > 1e-14 * beta
-        basis.append(torch.where(safe[:, None], w / hn.clamp_min(1e-300).to(w.dtype)[:, None], torch.zeros_like(w)))
+        basis.append(w * (safe / hn.clamp_min(1e-300)).to(w)[:, None])
     V = torch.stack(basis[: y.shape[1]], dim=2)
-    return (V.double() @ y).squeeze(-1).to(b.dtype).view(shape)
+    return (V.double() @ y.to(V.device)).squeeze(-1).to(b.dtype).view(shape)
 
 
 def solve_newton(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0, max_iters: int = 10,
@@ -366,7 +366,8 @@ def solve_anderson(problem: StepProblem, x_init: Tensor, *, eta, max_iters: int 
 
 # --- L-BFGS on the mean squared residual, and the hybrid ---------------------------------------------
 def _dot(a: Tensor, b: Tensor) -> Tensor:
-    return (a.flatten(1).double() * b.flatten(1).double()).sum(1)
+    """Per-sample inner product, float64 on the CPU."""
+    return (a.flatten(1).double() * b.flatten(1).double()).sum(1).cpu()
 
 
 def _two_loop(g: Tensor, pairs: list[tuple[Tensor, Tensor]]) -> Tensor:
@@ -400,7 +401,7 @@ def solve_lbfgs(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0,
             r, _ = problem.residual(x, idx)
             f = r.flatten(1).pow(2).mean(1)
             g, = torch.autograd.grad(f.sum(), x)
-        return f.detach().double(), g.detach()
+        return f.detach().double().cpu(), g.detach()
 
     x = mon.best.clone()
     idx = mon.idx()
@@ -415,7 +416,7 @@ def solve_lbfgs(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0,
         if pairs:
             d = _two_loop(ga, [(s[idx], y[idx]) for s, y in pairs])
             slope = _dot(ga, d)
-            d = torch.where((slope < 0).view(-1, *([1] * (d.ndim - 1))), d, -ga)  # not a descent direction
+            d = torch.where(_rows(slope < 0, d) > 0, d, -ga)  # not a descent direction
         else:
             d = -ga * _rows(fa / _dot(ga, ga).clamp_min(1e-300), ga)
         slope = _dot(ga, d)

@@ -26,7 +26,7 @@ def _anderson_mix(xs: list[Tensor], gs: list[Tensor], reg: float = 1e-10) -> Ten
     G = torch.stack([g.flatten(1) for g in gs], dim=2).double()
     dF, dG = F[..., 1:] - F[..., :-1], G[..., 1:] - G[..., :-1]
     gram = dF.transpose(1, 2) @ dF
-    gram = gram + reg * torch.eye(gram.shape[-1], dtype=gram.dtype) * gram.diagonal(dim1=1, dim2=2).mean(-1, keepdim=True)[..., None].clamp_min(1e-30)
+    gram = gram + reg * torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device) * gram.diagonal(dim1=1, dim2=2).mean(-1, keepdim=True)[..., None].clamp_min(1e-30)
     gamma = torch.linalg.solve(gram, dF.transpose(1, 2) @ F[..., -1:])
     x = G[..., -1:] - dG @ gamma
     return x.squeeze(-1).view_as(gs[-1]).to(gs[-1].dtype)
@@ -56,7 +56,7 @@ def solve_step(model, x_next: Tensor, t: float, condition, levels, *, iters: int
         cond = condition if len(idx) == n else _select(condition, idx)
         out = model.predict(xa, t, cond, w)
         used[idx] += 1
-        res = (A * xa + B * out - target).flatten(1).pow(2).mean(1).double()
+        res = (A * xa + B * out - target).flatten(1).pow(2).mean(1).double().cpu()
         residual[idx] = res
         g = (target - B * out) / A
         if variant == "average":
