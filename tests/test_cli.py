@@ -86,3 +86,12 @@ def test_methods_command_lists_costs_and_options(capsys):
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
     assert "fixed_point" in out and "variant='anderson'" in out and "1 NFE per step" in out
+
+
+def test_output_piped_into_a_closed_reader_ends_without_traceback():
+    env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(__file__), "..", "src"))
+    proc = subprocess.Popen([sys.executable, "-m", "inversa.cli", "methods"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # the reader goes away before anything is written, as `| head -0` does
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141 and "Traceback" not in err and "Exception" not in err, err
