@@ -61,3 +61,21 @@ def test_nan_in_bfloat16_names_dtype_step_and_fix(pipeline_dir):
         model.net.conv_out.bias.fill_(float("nan"))
     with pytest.raises(InversaError, match=r"produced NaN/inf at t=\S+ in bfloat16: .*use --dtype float32$"):
         invert(model, _image(), steps=2, size=0)
+
+
+@pytest.mark.parametrize("dtype, tf32_inside", [("float32", False), ("bfloat16", True)])
+def test_float32_network_calls_run_without_tf32_on_cuda(tiny_model, monkeypatch, dtype, tf32_inside):
+    model = tiny_model("sd", dtype)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the guard only acts where CUDA exists
+    seen = []
+    network = model.network
+    monkeypatch.setattr(model, "network", lambda *a: seen.append(
+        (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)) or network(*a))
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True  # cuDNN's default
+    try:
+        invert(model, torch.zeros(1, 3, 64, 64), method="ddim", steps=2)
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32  # restored afterwards
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    assert seen == [(tf32_inside, tf32_inside)] * 2

@@ -23,7 +23,7 @@ BASES = ("ddim", "fixed_point")
 
 
 def polaris_scale(u, c, prev_u, prev_c, low: float = 0.0, high: float = 15.0, tiny: float = 1e-6):
-    """Per-sample ``w = <du, du - dc> / ||du - dc||^2``, clamped; 1 where there is no previous step."""
+    """Per-sample ``w = <du, du - dc> / ||du - dc||^2``, clamped; 1 where there is no previous step (float64, CPU)."""
     n = u.shape[0]
     if prev_u is None:
         return torch.ones(n, dtype=torch.float64)
@@ -31,7 +31,7 @@ def polaris_scale(u, c, prev_u, prev_c, low: float = 0.0, high: float = 15.0, ti
     dd = du - (c - prev_c).flatten(1).double()
     den = dd.pow(2).sum(1)
     w = (du * dd).sum(1) / den.clamp_min(tiny)
-    return torch.where(den > tiny, w.clamp(low, high), torch.ones_like(w))
+    return torch.where(den > tiny, w.clamp(low, high), torch.ones_like(w)).cpu()  # per-sample scalars: CPU
 
 
 @register("polaris", cost="base cost (+1 NFE per step with base=fixed_point)")
