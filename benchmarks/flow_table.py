@@ -37,7 +37,7 @@ ROWS = [("euler (ddim)", "ddim", {}), ("rf_solver", "rf_solver", {}), ("fireflow
         ("uni_inv", "uni_inv", {}), ("rf_inversion (gamma 0.5, eta 0)", "rf_inversion", {}),
         ("rf_inversion (gamma 0.5, eta 0.9 all steps)", "rf_inversion", {"eta": 0.9, "stop": 1.0}),
         ("fixed_point (anderson, 10 iters)", "fixed_point", {"iters": 10}),
-        ("preciseinv (newton, eta 1e-8)", "preciseinv", {})]
+        ("preciseinv (default: hybrid, residual_tol 1e-9)", "preciseinv", {})]
 PROMPT = "a red circle"
 
 

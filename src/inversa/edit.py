@@ -296,7 +296,9 @@ def add_command(sub) -> None:
     p.add_argument("--negative", default=None,
                    help="target branch negative prompt (default: the inversion's unconditional prompt if it "
                         "inverted under guidance, else the empty prompt; EDICT/BDIA: the source prompt)")
-    p.add_argument("--cross-replace", type=float, default=0.4, help="fraction of steps with cross-attention injection")
+    p.add_argument("--cross-replace", type=float, default=0.4,
+                   help="fraction of steps with cross-attention injection (keeps the layout; with --mask, 0 lets "
+                        "objects move)")
     p.add_argument("--self-replace", type=float, default=0.0,
                    help="fraction of steps with self-attention injection (MMDiT: source keys/values shared)")
     p.add_argument("--blend", default=None, metavar="'SRC TGT'",
