@@ -57,6 +57,10 @@ def test_default_negative_is_empty_at_w1_and_the_source_prompt_for_coupled_sampl
         assert torch.equal(default, named) and not torch.allclose(default, other, atol=1e-3)
     inv = invert(model, _image(), SRC, method="null_text", steps=2, guidance=7.5, iters=1)
     assert default_negative(inv) == list(inv.negative)
+    # negative-prompt inversion samples against the source prompt (its definition): the default names it, so
+    # the attention columns injected for the unconditional half are the source prompt's tokens
+    inv = invert(model, _image(), SRC, method="negative_prompt", steps=3)
+    assert default_negative(inv) == [SRC]
 
 
 def test_cross_attention_injection_replaces_target_maps(tiny_model):

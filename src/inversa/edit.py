@@ -110,11 +110,14 @@ def default_negative(inv: Inversion) -> list[str]:
     (with the source prompt as negative a colour edit pushes away from the source colour and the scene with
     it: shapes edit set, 10 steps, w 7.5, no blend, background 21.5 dB and colour success 50%
     against 24.9 dB and 100%). Coupled samplers (EDICT, BDIA) keep the source's: both of their latents
-    must see one guidance field, and with the empty prompt they fall apart (11 and 8 dB).
+    must see one guidance field, and with the empty prompt they fall apart (11 and 8 dB). So does
+    negative-prompt inversion, whose edit is defined by the source prompt as the negative (Miyake et al.;
+    with the empty prompt: 18.2 against 21.6 dB, shape edits 50% against 75%).
     """
     if inv.negative is not None:
         return list(inv.negative)
-    return list(inv.prompts) if "coupled" in inv.state else [""] * len(inv)
+    keeps_source = "coupled" in inv.state or inv.method == "negative_prompt"
+    return list(inv.prompts) if keeps_source else [""] * len(inv)
 
 
 def sample_branches(model, inv: Inversion, target_prompt, *, guidance: float = 7.5, negative=None,
