@@ -88,7 +88,8 @@ def invert_decoder(model, images: Tensor, z0: Tensor | None = None, *, iters: in
             break
         d, curved = _direction(g[idx], [s[idx] for s in S], [y[idx] for y in Y])
         d = -d
-        size = torch.where(curved, 1.0, (1e-2 * z[idx].flatten(1).norm(dim=1) / d.flatten(1).norm(dim=1).clamp_min(1e-30)).cpu())
+        first = 1e-2 * z[idx].flatten(1).norm(dim=1) / d.flatten(1).norm(dim=1).clamp_min(1e-30)
+        size = torch.where(curved, 1.0, first.cpu())
         d = d * _rows(size, d)  # no curvature yet: a first step of 1e-2 of the latent's norm
         slope = _dot(g[idx], d)
         t = torch.ones(len(idx), dtype=torch.float64)

@@ -298,7 +298,8 @@ def add_command(sub) -> None:
                    help="guidance while inverting (default: w for null_text/direct/polaris/prompt_tuning, else 1)")
     p.add_argument("--negative", default=None,
                    help="target branch negative prompt (default: the inversion's unconditional prompt if it "
-                        "inverted under guidance, else the empty prompt; EDICT, BDIA, negative_prompt: the source prompt)")
+                        "inverted under guidance, else the empty prompt; EDICT, BDIA, negative_prompt: the source "
+                        "prompt)")
     p.add_argument("--cross-replace", type=float, default=0.4,
                    help="fraction of steps with cross-attention injection (keeps the layout; with --mask, 0 lets "
                         "objects move)")
