@@ -40,7 +40,7 @@ class _Half:
 def test_targets_floor_at_float32_state_and_the_networks_rounding():
     x = torch.full((2, 4), 3.0)
     floor = targets(_Half(), x, 0.0, 1e-12)  # the state is float32: its floor, not bfloat16's
-    assert float(floor[0]) == pytest.approx(0.01 * torch.finfo(torch.float32).eps * 9)
+    assert float(floor[0]) == pytest.approx((25 * torch.finfo(torch.float32).eps) ** 2 * 9)
     noise = torch.tensor([[0.5] * 4, [1e-6] * 4])
     goal = targets(_Half(), x, 0.0, 1e-12, noise)  # below eps |B out| the residual is the network's rounding
     assert float(goal[0]) == pytest.approx(2.0 ** -14 * 0.25) and float(goal[1]) == pytest.approx(float(floor[1]))

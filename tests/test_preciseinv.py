@@ -165,7 +165,7 @@ def test_residual_tol_is_relative_to_the_step_and_floored_by_the_dtype():
     assert torch.allclose(goal, torch.tensor([9e-6, 0.25e-6], dtype=torch.float64))
     assert float(targets(GaussianModel(), x, 1e-2, 1e-3)[0]) == 1e-2  # the paper's eta, the looser target
     floor = targets(GaussianModel(dtype=torch.float32), x, 0.0, 1e-12)
-    assert float(floor[0]) == pytest.approx(0.01 * torch.finfo(torch.float32).eps * 9)
+    assert float(floor[0]) == pytest.approx((25 * torch.finfo(torch.float32).eps) ** 2 * 9)
     with pytest.raises(InversaError, match="residual_tol must be positive"):
         invert(GaussianModel(), GaussianModel().sample_data(1), method="preciseinv", steps=2, residual_tol=0)
 
