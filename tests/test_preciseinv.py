@@ -9,7 +9,7 @@ from inversa.methods import get_method
 from inversa.methods.preciseinv import paper_lr, solve, targets
 from inversa.metrics import latent_mse, relative_error
 from inversa.oracle import GaussianModel
-from inversa.solvers import StepProblem, solve_paper
+from inversa.solvers import StepProblem, gmres, solve_paper
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -197,3 +197,14 @@ def test_hybrid_starts_with_anderson_where_the_step_contracts(tiny_model):
     goal = float(targets(model, z0, 0.0, 1e-9)[0])
     assert float(info["hybrid"]["residual"][0]) <= goal and float(info["newton"]["residual"][0]) <= goal
     assert cost["hybrid"] < 1 + 8 < cost["newton"], cost
+
+
+def test_gmres_is_the_krylov_least_squares_solution_per_sample():
+    g = torch.Generator().manual_seed(3)
+    M = torch.randn(2, 6, 6, generator=g, dtype=torch.float64) + 4 * torch.eye(6, dtype=torch.float64)
+    b = torch.randn(2, 6, generator=g, dtype=torch.float64)
+    matvec = lambda v: (M @ v[..., None]).squeeze(-1)  # noqa: E731
+    assert torch.allclose(gmres(matvec, b, 6, 0.0), torch.linalg.solve(M, b), atol=1e-10)
+    K = torch.stack([b, matvec(b), matvec(matvec(b))], dim=2)  # span{b, Mb, M^2 b}, per sample
+    c = torch.linalg.lstsq(M @ K, b[..., None]).solution
+    assert torch.allclose(gmres(matvec, b, 3, 0.0), (K @ c).squeeze(-1), atol=1e-9)
