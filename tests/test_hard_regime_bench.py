@@ -55,3 +55,16 @@ def test_verdict_takes_the_fastest_default_run_that_holds_on_the_curve():
     v, = _bench().verdict([paper, *anderson, *slow])
     assert v["ours"]["cap"] == 40 and v["time_ratio"] == 1.2 and v["beats_paper"] and v["beats_anderson"]
     assert not v["holds"]
+
+
+def test_verdict_counts_latent_mses_below_the_latents_resolution_as_equal():
+    def row(method, cap, mse, s, floor=1e-13):
+        return {"case": "c", "method": method, "cap": cap, "latent_mse": mse, "seconds": s, "mse_floor": floor}
+
+    paper = row("preciseinv paper", 100, 1e-9, 1.0)
+    anderson = [row("fixed_point anderson", 5, 2.39e-14, 0.4)]
+    ours = [row("preciseinv hybrid (default)", 3, 2.45e-14, 0.4)]
+    assert _bench().verdict([paper, *anderson, *ours])[0]["beats_anderson"]  # both float32 rounding
+    ours = [row("preciseinv hybrid (default)", 3, 2.45e-14, 0.4, floor=1e-15)]
+    anderson = [row("fixed_point anderson", 5, 2.39e-14, 0.4, floor=1e-15)]
+    assert not _bench().verdict([paper, *anderson, *ours])[0]["beats_anderson"]
