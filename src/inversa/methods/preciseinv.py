@@ -57,8 +57,9 @@ def targets(model, x_next, eta: float, residual_tol: float, noise=None):
     The relative target never goes below 25 epsilon of the solver's dtype (float32, also the state
     around a half-precision network: 3.0e-6): a float32 network's output carries rounding of about
     that size, so below it every solver crawls to its iteration cap; a higher floor (3.5e-5) let
-    fixed_point anderson's absolute 1e-10 go lower in the same time (tiny SD3, the embedded model). ``noise`` (``B out``, the network's share of the step) adds the network's
-    own rounding: a residual below ``eps |B out|`` (bfloat16: 2^-7 of it) is noise no solver removes.
+    fixed_point anderson's absolute 1e-10 go lower in the same time (tiny SD3, the embedded model).
+    ``noise`` (``B out``, the network's share of the step) adds the network's own rounding: a
+    residual below ``eps |B out|`` (bfloat16: 2^-7 of it) is noise that no solver can remove.
     """
     dtype = getattr(model, "dtype", x_next.dtype)
     floor = 25 * torch.finfo(torch.promote_types(dtype, torch.float32)).eps
