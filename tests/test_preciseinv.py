@@ -9,7 +9,7 @@ from inversa.methods import get_method
 from inversa.methods.preciseinv import paper_lr, solve, targets
 from inversa.metrics import latent_mse, relative_error
 from inversa.oracle import GaussianModel
-from inversa.solvers import StepProblem, gmres, solve_paper
+from inversa.solvers import StepProblem, _two_loop, gmres, solve_paper
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -208,3 +208,17 @@ def test_gmres_is_the_krylov_least_squares_solution_per_sample():
     K = torch.stack([b, matvec(b), matvec(matvec(b))], dim=2)  # span{b, Mb, M^2 b}, per sample
     c = torch.linalg.lstsq(M @ K, b[..., None]).solution
     assert torch.allclose(gmres(matvec, b, 3, 0.0), (K @ c).squeeze(-1), atol=1e-9)
+
+
+def test_lbfgs_two_loop_skips_pairs_without_curvature_per_sample():
+    g = torch.tensor([[1.0, 2.0, 3.0], [1.0, -1.0, 0.5]], dtype=torch.float64)
+    s1 = torch.tensor([[1.0, 0.0, 1.0]] * 2, dtype=torch.float64)
+    y1 = torch.tensor([[2.0, 0.5, 1.0]] * 2, dtype=torch.float64)
+    s2 = torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
+    y2 = torch.tensor([[0.0, 3.0, 0.5], [0.0, -2.0, 0.0]], dtype=torch.float64)  # sample 1: negative curvature
+    d, found = _two_loop(g, [(s1, y1), (s2, y2)])
+    alone, _ = _two_loop(g, [(s1, y1)])
+    assert found.all() and torch.allclose(d[1], alone[1]) and not torch.allclose(d[0], alone[0])
+    assert float((d * g).sum(1).max()) < 0  # descent directions
+    d, found = _two_loop(g, [])
+    assert torch.equal(d, -g) and not found.any()

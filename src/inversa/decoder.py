@@ -23,7 +23,7 @@ from torch import Tensor
 
 from .errors import InversaError
 from .metrics import psnr
-from .solvers import _dot, _rows
+from .solvers import _dot, _rows, _two_loop
 
 
 @dataclass
@@ -86,8 +86,7 @@ def invert_decoder(model, images: Tensor, z0: Tensor | None = None, *, iters: in
         idx = active.nonzero().squeeze(1)
         if len(idx) == 0:
             break
-        d, curved = _direction(g[idx], [s[idx] for s in S], [y[idx] for y in Y])
-        d = -d
+        d, curved = _two_loop(g[idx], [(s[idx], y[idx]) for s, y in zip(S, Y)])
         first = 1e-2 * z[idx].flatten(1).norm(dim=1) / d.flatten(1).norm(dim=1).clamp_min(1e-30)
         size = torch.where(curved, 1.0, first.cpu())
         d = d * _rows(size, d)  # no curvature yet: a first step of 1e-2 of the latent's norm
@@ -123,30 +122,6 @@ def invert_decoder(model, images: Tensor, z0: Tensor | None = None, *, iters: in
     if checkpointing and hasattr(vae, "disable_gradient_checkpointing"):
         vae.disable_gradient_checkpointing()
     return DecoderInversion(z.to(z0.dtype), roundtrip, fitted, used.tolist(), time.perf_counter() - start, history)
-
-
-def _direction(g: Tensor, S: list[Tensor], Y: list[Tensor]) -> tuple[Tensor, Tensor]:
-    """L-BFGS two-loop recursion per sample: ``H^-1 g`` approximated from the pairs (s, y), and which
-    rows had a pair at all (the others get ``g`` itself)."""
-    q = g.double()
-    alphas = []
-    rhos = [torch.where(_dot(s, y) > 0, 1.0 / _dot(s, y).clamp_min(1e-300), torch.zeros(len(g), dtype=torch.float64))
-            for s, y in zip(S, Y)]
-    for s, y, rho in reversed(list(zip(S, Y, rhos))):
-        a = rho * _dot(s, q)
-        q = q - _rows(a, q) * y.double()
-        alphas.append(a)
-    gamma = torch.ones(len(g), dtype=torch.float64)
-    found = torch.zeros(len(g), dtype=torch.bool)
-    for s, y, rho in reversed(list(zip(S, Y, rhos))):  # scale by the newest valid pair of each row
-        newest = (rho > 0) & ~found
-        gamma = torch.where(newest, _dot(s, y) / _dot(y, y).clamp_min(1e-300), gamma)
-        found |= newest
-    q = q * _rows(gamma, q)
-    for (s, y, rho), a in zip(zip(S, Y, rhos), reversed(alphas)):
-        b = rho * _dot(y, q)
-        q = q + _rows(a - b, q) * s.double()
-    return q.to(g.dtype), found
 
 
 def options(value) -> dict:

@@ -370,19 +370,28 @@ def _dot(a: Tensor, b: Tensor) -> Tensor:
     return (a.flatten(1).double() * b.flatten(1).double()).sum(1).cpu()
 
 
-def _two_loop(g: Tensor, pairs: list[tuple[Tensor, Tensor]]) -> Tensor:
-    """L-BFGS direction ``-H g`` per sample from the (s, y) pairs (Nocedal & Wright, Alg. 7.4)."""
-    q, alphas = g.clone(), []
-    for s, y in reversed(pairs):
-        rho = 1 / _dot(y, s).clamp_min(1e-300)
+def _two_loop(g: Tensor, pairs: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """L-BFGS direction ``-H g`` per sample from the (s, y) pairs (Nocedal & Wright, Alg. 7.4), and which
+    samples had a usable pair at all (the others get ``-g``).
+
+    A pair without positive curvature (``s.y <= 0``, or a row that did not move) is skipped for that
+    sample, and the initial scaling comes from each sample's newest valid pair. Also decoder inversion's.
+    """
+    q, alphas = g.double(), []
+    rhos = [torch.where(_dot(s, y) > 0, 1 / _dot(s, y).clamp_min(1e-300), 0.0) for s, y in pairs]
+    for (s, y), rho in zip(reversed(pairs), reversed(rhos)):
         a = rho * _dot(s, q)
-        q = q - _rows(a, q) * y
-        alphas.append((a, rho))
-    s, y = pairs[-1]
-    q = q * _rows(_dot(s, y) / _dot(y, y).clamp_min(1e-300), q)
-    for (s, y), (a, rho) in zip(pairs, reversed(alphas)):
-        q = q + _rows(a - rho * _dot(y, q), q) * s
-    return -q
+        q = q - _rows(a, q) * y.double()
+        alphas.append(a)
+    gamma, found = torch.ones(len(g), dtype=torch.float64), torch.zeros(len(g), dtype=torch.bool)
+    for (s, y), rho in zip(reversed(pairs), reversed(rhos)):
+        newest = (rho > 0) & ~found
+        gamma = torch.where(newest, _dot(s, y) / _dot(y, y).clamp_min(1e-300), gamma)
+        found |= newest
+    q = q * _rows(gamma, q)
+    for (s, y), rho, a in zip(pairs, rhos, reversed(alphas)):
+        q = q + _rows(a - rho * _dot(y, q), q) * s.double()
+    return -q.to(g.dtype), found
 
 
 def solve_lbfgs(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0, max_iters: int = 100,
@@ -414,7 +423,7 @@ def solve_lbfgs(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0,
         idx = mon.idx()
         xa, fa, ga = x[idx], f[idx], g[idx]
         if pairs:
-            d = _two_loop(ga, [(s[idx], y[idx]) for s, y in pairs])
+            d, _ = _two_loop(ga, [(s[idx], y[idx]) for s, y in pairs])
             slope = _dot(ga, d)
             d = torch.where(_rows(slope < 0, d) > 0, d, -ga)  # not a descent direction
         else:
