@@ -378,15 +378,16 @@ def _two_loop(g: Tensor, pairs: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Te
     sample, and the initial scaling comes from each sample's newest valid pair. Also decoder inversion's.
     """
     q, alphas = g.double(), []
-    rhos = [torch.where(_dot(s, y) > 0, 1 / _dot(s, y).clamp_min(1e-300), 0.0) for s, y in pairs]
+    sy = [_dot(s, y) for s, y in pairs]  # each a device sync: once per pair
+    rhos = [torch.where(c > 0, 1 / c.clamp_min(1e-300), 0.0) for c in sy]
     for (s, y), rho in zip(reversed(pairs), reversed(rhos)):
         a = rho * _dot(s, q)
         q = q - _rows(a, q) * y.double()
         alphas.append(a)
     gamma, found = torch.ones(len(g), dtype=torch.float64), torch.zeros(len(g), dtype=torch.bool)
-    for (s, y), rho in zip(reversed(pairs), reversed(rhos)):
+    for (s, y), c, rho in zip(reversed(pairs), reversed(sy), reversed(rhos)):
         newest = (rho > 0) & ~found
-        gamma = torch.where(newest, _dot(s, y) / _dot(y, y).clamp_min(1e-300), gamma)
+        gamma = torch.where(newest, c / _dot(y, y).clamp_min(1e-300), gamma)
         found |= newest
     q = q * _rows(gamma, q)
     for (s, y), rho, a in zip(pairs, rhos, reversed(alphas)):
