@@ -63,6 +63,7 @@ def invert(model, image, prompt: str | list[str] = "", *, method: str = "precise
     model = _as_model(model)
     spec = get_method(method)
     config = validate.method_options(method, config)
+    validate.steps(steps)
     guidance = validate.guidance(guidance)
     images = _as_images(image, image_size(model, size))
     validate.megapixels(*images.shape[-2:], model.device)
@@ -145,6 +146,8 @@ def reconstruct(model, inv: Inversion, steps: int | None = None, decode: bool = 
     """Regenerate the image (or latent, ``decode=False``) from an inversion; ``steps`` may differ from inversion."""
     model = _as_model(model)
     check_inversion(model, inv)
+    if steps is not None:
+        validate.steps(steps)
     schedule = schedule_of(model, inv, steps)
     condition = condition_of(model, inv)
     with torch.no_grad():

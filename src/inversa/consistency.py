@@ -68,6 +68,9 @@ def _check_self(inv) -> None:
     x, n, steps = inv.x_T, None, inv.num_steps
     if not torch.is_tensor(x) or not x.is_floating_point() or x.ndim < 2:
         raise InversaError(f"inversion x_T must be a floating-point batch, got {getattr(x, 'dtype', type(x).__name__)}")
+    if x.ndim != 4 or 0 in x.shape:
+        raise InversaError(f"inversion x_T has shape {tuple(x.shape)}; expected a (batch, channels, height, width) "
+                           "latent")
     if not torch.isfinite(x).all():
         raise InversaError("inversion x_T holds NaN/inf: the inversion diverged; invert again with more steps")
     n = x.shape[0]
@@ -78,12 +81,28 @@ def _check_self(inv) -> None:
                            f"sigmas (expected {steps + 1}): the file is cut short or edited")
     if not all(math.isfinite(v) for v in [*inv.timesteps, *inv.alphas, *inv.sigmas, inv.guidance]):
         raise InversaError("inversion schedule or guidance holds NaN/inf")
+    check_levels(inv.alphas, inv.sigmas, inv.timesteps)
     for what, values in (("prompts", inv.prompts), ("negative prompts", inv.negative)):
         if values is not None and len(values) != n:
             raise InversaError(f"inversion has {len(values)} {what} for a batch of {n}")
     if inv.trajectory is not None and inv.trajectory.shape[:2] != (steps + 1, n):
         raise InversaError(f"inversion trajectory has {inv.trajectory.shape[0]} states for {steps} steps")
     _check_state(inv.state, n, steps, tuple(x.shape[1:]))
+
+
+def check_levels(alphas, sigmas, timesteps) -> None:
+    """A sampling schedule's levels: alpha and sigma in [0, 1], alpha rising and sigma and t falling step by step."""
+    for name, values in (("alpha", alphas), ("sigma", sigmas)):
+        bad = next((k for k, v in enumerate(values) if not 0.0 <= v <= 1.0), None)
+        if bad is not None:
+            raise InversaError(f"inversion {name} {values[bad]:g} at level {bad} is outside [0, 1]: the schedule "
+                               "is edited or damaged")
+    for name, values, sign in (("alphas", alphas, 1), ("sigmas", sigmas, -1), ("timesteps", timesteps, -1)):
+        bad = next((k for k in range(1, len(values)) if sign * (values[k] - values[k - 1]) < -1e-9), None)
+        if bad is not None:
+            raise InversaError(f"inversion {name} are not {'rising' if sign > 0 else 'falling'} from noise to image "
+                               f"({values[bad - 1]:g} then {values[bad]:g} at step {bad}): the schedule is edited "
+                               "or damaged")
 
 
 def _check_state(state: dict, n: int, steps: int, latent: tuple) -> None:
@@ -112,6 +131,13 @@ def _check_model(model, inv) -> None:
     made = f"made with {inv.model!r} ({inv.family or 'unknown family'}, {inv.prediction})"
     if inv.family and inv.family != model.family or inv.prediction != model.prediction:
         raise InversaError(f"this inversion was {made}; model {model.name} is {model.family}, {model.prediction}")
+    _check_timesteps(model, inv.timesteps, made)
+    multiple = _latent_multiple(model)
+    if multiple:
+        h, w = inv.x_T.shape[-2:]
+        if h % multiple or w % multiple:
+            raise InversaError(f"this inversion was {made}: {h}x{w} latents; model {model.name} takes latent sides "
+                               f"that are positive multiples of {multiple}")
     vae = getattr(model, "vae", None)
     if vae is not None:
         channels, latent = vae.config.latent_channels, inv.x_T.shape[1]
@@ -129,3 +155,26 @@ def _check_model(model, inv) -> None:
             k = int((mine - theirs).abs().argmax())
             raise InversaError(f"this inversion was {made}: its noise level at t={inv.timesteps[k]:g} "
                                f"(alpha {float(theirs[k]):.4f}) is not model {model.name}'s ({float(mine[k]):.4f})")
+
+
+def _latent_multiple(model) -> int | None:
+    try:
+        return int(model.latent_multiple)
+    except (AttributeError, NotImplementedError, TypeError, ValueError):
+        return None
+
+
+def _check_timesteps(model, timesteps, made: str) -> None:
+    """Timesteps the model can take: in ``[0, train_steps)`` and whole numbers for discrete-time (UNet) schedules,
+    in ``[0, train_steps]`` for flow models."""
+    if not hasattr(model, "scheduler") or not hasattr(model, "train_steps"):
+        return
+    top = model.train_steps()
+    discrete = model.prediction != "flow"
+    for k, t in enumerate(timesteps):
+        if discrete and abs(t - round(t)) > 1e-6:
+            raise InversaError(f"this inversion was {made}: timestep {t:g} at step {k} is fractional; model "
+                               f"{model.name} takes whole timesteps 0..{top - 1}")
+        if not 0 <= t <= (top - 1 if discrete else top):
+            raise InversaError(f"this inversion was {made}: timestep {t:g} at step {k} is outside model "
+                               f"{model.name}'s range 0..{top - 1 if discrete else top}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from struct import error as struct_error
 
 import numpy as np
 import torch
@@ -17,6 +18,10 @@ MIN_SIDE = 8  # pixels; smaller images hold too little to invert
 
 def load_image(path: str, size: int | None = None, notes: list | None = None) -> Tensor:
     """Image file -> (1, 3, H, W) tensor in [-1, 1]; ``size`` centre-crops to a square and resizes (see ``notes``)."""
+    from .validate import size as checked_size
+
+    if size:
+        checked_size(size)  # before any upscaling allocates
     arr = read_image(path, notes)
     if notes is not None and size:
         notes.extend(sizing_notes(os.path.basename(path), *arr.shape[:2], size))
@@ -29,9 +34,19 @@ def sizing_notes(name: str, height: int, width: int, size: int) -> list[str]:
     if height != width:
         out.append(f"{name}: {width}x{height} centre-cropped to {side}x{side} "
                    f"({abs(width - height)} px of its {'width' if width > height else 'height'} cut)")
-    if side < size:
-        out.append(f"{name}: upscaled {size / side:.1f}x from {side}x{side} to {size}x{size}")
+    if side != size:
+        out.append(f"{name}: {'upscaled' if side < size else 'downscaled'} {_ratio(size / side)}x "
+                   f"from {side}x{side} to {size}x{size}")
     return out
+
+
+def _ratio(r: float) -> str:
+    """A scale factor with the digits that tell it from 1 (65/64 is 1.02x, not 1.0x)."""
+    for digits in (1, 2, 3, 4):
+        text = f"{r:.{digits}f}"
+        if float(text) != 1.0:
+            return text
+    return f"{r:.4f}"
 
 
 def read_image(path: str, notes: list | None = None) -> np.ndarray:
@@ -41,12 +56,11 @@ def read_image(path: str, notes: list | None = None) -> np.ndarray:
     scaled by its true range (a plain ``convert('RGB')`` would clip it); each such
     conversion is reported in ``notes``.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
-    if not os.path.exists(path):
-        raise InversaError(f"image file {path} does not exist")
-    if os.path.isdir(path):
-        raise InversaError(f"{path} is a folder, not an image file")
+    from .validate import regular_file
+
+    regular_file(path, "image file")  # stat first: a fifo or device is never opened
     notes = notes if notes is not None else []
     try:
         with Image.open(path) as im:
@@ -56,13 +70,20 @@ def read_image(path: str, notes: list | None = None) -> np.ndarray:
             if getattr(im, "n_frames", 1) > 1:
                 notes.append(f"{os.path.basename(path)}: animated image with {im.n_frames} frames; "
                              "only the first is used")
+            orientation = im.getexif().get(0x0112, 1)  # EXIF Orientation: 1 = as stored
+            if orientation not in (None, 1):
+                turned = ImageOps.exif_transpose(im)
+                notes.append(f"{os.path.basename(path)}: EXIF orientation {orientation} applied "
+                             f"({im.width}x{im.height} stored, {turned.width}x{turned.height} shown)")
+                return _to_rgb(turned, notes)
             return _to_rgb(im, notes)
     except Image.DecompressionBombError as exc:
         raise InversaError(f"{path}: {exc}") from None
     except UnidentifiedImageError:
         raise InversaError(f"{path} is not a readable image (unknown or corrupt format)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise InversaError(f"{path} is a corrupt or truncated image ({exc})") from None
+    except (OSError, SyntaxError, ValueError, TypeError, KeyError, IndexError, EOFError,
+            struct_error, ZeroDivisionError, MemoryError) as exc:  # what damaged files make PIL's decoders raise
+        raise InversaError(f"{path} is a corrupt or truncated image ({type(exc).__name__}: {exc})") from None
 
 
 def _to_rgb(im, notes: list) -> np.ndarray:
@@ -76,14 +97,18 @@ def _to_rgb(im, notes: list) -> np.ndarray:
         return np.repeat(arr[..., None], 3, axis=2)
     if mode == "F":
         raise InversaError("floating-point images are not supported; save the image as 8- or 16-bit PNG")
-    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in im.info):
+        if mode in ("LA", "La"):
+            notes.append("grayscale+alpha (LA) image repeated to RGB")
         rgba = np.asarray(im.convert("RGBA"), dtype=np.float64) / 255.0
         alpha = rgba[..., 3:4]
-        if (alpha < 1).any():
-            notes.append("transparent pixels composited over white")
+        notes.append("transparent pixels composited over white" if (alpha < 1).any()
+                     else f"{mode} image: its alpha channel (fully opaque) dropped")
         return rgba[..., :3] * alpha + (1 - alpha)
     if mode in ("L", "1"):
         notes.append("grayscale image repeated to RGB")
+    if mode not in ("L", "1", "CMYK", "RGB", "P"):
+        notes.append(f"{mode} image converted to RGB")
     if mode == "CMYK":
         notes.append("CMYK image converted to RGB")
     return np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0

@@ -77,8 +77,9 @@ class Inversion:
 
         if os.path.isdir(path):
             path = os.path.join(path, "inversion.safetensors")
-        if not os.path.isfile(path):
-            raise InversaError(f"inversion file {path} does not exist")
+        from .validate import regular_file
+
+        regular_file(path, "inversion file")  # stat first: a fifo is never opened
         try:
             with safe_open(path, framework="pt") as f:
                 meta = json.loads((f.metadata() or {}).get("inversa", "null"))

@@ -54,25 +54,22 @@ class Dataset:
 # captions ------------------------------------------------------------------------------------------------------
 
 def read_captions(path: str) -> dict[str, str]:
-    """File name -> caption, from a text file or JSON.
+    """File name -> caption, from a text file or JSON (read within bounds: regular file, size, depth, UTF-8).
 
     Text: one ``file<TAB>caption`` (or ``file|caption``) per line, ``#`` comments.
     JSON: ``{"file": "caption"}``, a list of ``{"file_name"|"image": ..., "caption": ...}``,
     or the COCO captions format (``images`` with ``id``/``file_name`` and ``annotations``
     with ``image_id``/``caption``; the first caption of each image is used).
     """
-    if not os.path.isfile(path):
-        raise InversaError(f"captions file {path} does not exist")
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    from ..validate import MAX_JSON_MB, read_json, read_text, regular_file
+
+    st = regular_file(path, "captions file")
     if path.lower().endswith(".json"):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InversaError(f"captions file {path} is not valid JSON ({exc})") from None
-        return _captions_from_json(data, path)
+        return _captions_from_json(read_json(path, "captions file"), path)
+    if st.st_size > MAX_JSON_MB * 2 ** 20:
+        raise InversaError(f"captions file {path} is {st.st_size / 2 ** 20:.0f} MB, over the {MAX_JSON_MB} MB cap")
     out = {}
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(read_text(path, "captions file").splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -84,26 +81,59 @@ def read_captions(path: str) -> dict[str, str]:
     return out
 
 
+def _key(value) -> bool:
+    """A COCO id: an integer or a string (not a list, dict, float or bool)."""
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+def _coco(data: dict, path: str) -> dict[str, str]:
+    """COCO captions, every field checked: one line naming the first entry that is not as COCO defines it."""
+    images, annotations = data["images"], data["annotations"]
+    for what, value in (("images", images), ("annotations", annotations)):
+        if not isinstance(value, list):
+            raise InversaError(f"captions file {path}: COCO {what} must be a list, not {type(value).__name__}")
+    names: dict = {}
+    for k, img in enumerate(images):
+        if not isinstance(img, dict):
+            raise InversaError(f"captions file {path}: COCO images[{k}] must be an object, not {type(img).__name__}")
+        if not _key(img.get("id")):
+            raise InversaError(f"captions file {path}: COCO images[{k}] needs an integer or string id, "
+                               f"got {img.get('id')!r:.40}")
+        if not isinstance(img.get("file_name"), str) or not img["file_name"]:
+            raise InversaError(f"captions file {path}: COCO images[{k}] needs a file_name string, "
+                               f"got {img.get('file_name')!r:.40}")
+        names[img["id"]] = img["file_name"]
+    out: dict[str, str] = {}
+    for k, ann in enumerate(annotations):
+        if not isinstance(ann, dict):
+            raise InversaError(f"captions file {path}: COCO annotations[{k}] must be an object, "
+                               f"not {type(ann).__name__}")
+        if not _key(ann.get("image_id")):
+            raise InversaError(f"captions file {path}: COCO annotations[{k}] needs an integer or string image_id, "
+                               f"got {ann.get('image_id')!r:.40}")
+        if not isinstance(ann.get("caption", ""), str):
+            raise InversaError(f"captions file {path}: COCO annotations[{k}] caption must be a string, "
+                               f"got {ann.get('caption')!r:.40}")
+        name = names.get(ann["image_id"])
+        if name is not None and name not in out:
+            out[name] = ann.get("caption", "").strip()
+    return out
+
+
 def _captions_from_json(data, path: str) -> dict[str, str]:
     if isinstance(data, dict) and "annotations" in data and "images" in data:
-        names = {img["id"]: img["file_name"] for img in data["images"]}
-        out: dict[str, str] = {}
-        for ann in data["annotations"]:
-            name = names.get(ann.get("image_id"))
-            if name is not None and name not in out:
-                out[name] = str(ann.get("caption", "")).strip()
-        return out
+        return _coco(data, path)
     if isinstance(data, dict) and all(isinstance(v, str) for v in data.values()):
         return dict(data)
     if isinstance(data, list):
         out = {}
-        for entry in data:
-            name = entry.get("file_name") or entry.get("image") or entry.get("file") if isinstance(entry, dict) else None
-            if name is None:
-                break
-            out.setdefault(name, str(entry.get("caption", "")).strip())
-        else:
-            return out
+        for k, entry in enumerate(data):
+            name = next((entry[key] for key in ("file_name", "image", "file") if entry.get(key)), None) \
+                if isinstance(entry, dict) else None
+            if not isinstance(name, str) or not isinstance(entry.get("caption", ""), str):
+                raise InversaError(f"captions file {path}: entry {k} needs a file_name string and a caption string")
+            out.setdefault(name, entry.get("caption", "").strip())
+        return out
     raise InversaError(f"captions file {path}: expected COCO captions, {{file: caption}} or a list of "
                        "{file_name, caption} objects")
 
@@ -123,9 +153,13 @@ def folder(path: str, captions: str | None = None) -> Dataset:
     ``captions.json`` / ``captions.txt`` in the folder when present."""
     if not os.path.isdir(path):
         raise InversaError(f"dataset folder {path} does not exist")
+    from ..validate import inside
+
     files = sorted(os.path.relpath(os.path.join(root, f), path)
                    for root, _, names in os.walk(path) for f in names
                    if f.lower().endswith(IMAGE_EXTENSIONS))
+    for rel in files:  # a link out of the folder would make the benchmark read (and store) a file from elsewhere
+        inside(path, os.path.join(path, rel), "dataset file")
     if not files:
         raise InversaError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {path}")
     if captions is None:
@@ -208,7 +242,7 @@ def pie_images(path: str) -> Dataset:
     from .pie import load_pie
 
     seen: dict[str, Item] = {}
-    for e in load_pie(path):
+    for e in load_pie(path):  # load_pie keeps every image_path inside the folder
         seen.setdefault(e.image_path, Item(os.path.relpath(e.image_path, path), e.source_prompt, e.image_path))
     return Dataset(os.path.basename(os.path.normpath(path)), list(seen.values()))
 

@@ -28,10 +28,27 @@ EDIT_TYPES = {"0": "random", "1": "change object", "2": "add object", "3": "dele
 SHAPES_TYPES = {"colour": "6", "shape": "1", "position": "5", "background": "8"}  # shapes edit -> PIE type
 
 
+def check_rle(pairs, what: str = "RLE mask", total: int = SIDE * SIDE) -> list[int]:
+    """``[start, length, ...]`` pairs of whole numbers >= 0, each run inside the ``total`` pixels (PIE: 512 x 512)."""
+    if not isinstance(pairs, list):
+        raise InversaError(f"{what} must be a list of start, length pairs, not {type(pairs).__name__}")
+    if len(pairs) % 2:
+        raise InversaError(f"{what} has an odd number of values ({len(pairs)}); expected start, length pairs")
+    for k, v in enumerate(pairs):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise InversaError(f"{what} value {k} is {v!r:.40}; runs are whole numbers")
+        if v < 0:
+            raise InversaError(f"{what} value {k} is {v}; runs are never negative")
+    for k in range(0, len(pairs), 2):
+        if pairs[k] + pairs[k + 1] > total:
+            raise InversaError(f"{what} run {k // 2} ({pairs[k]}, {pairs[k + 1]}) ends past the {total} pixels "
+                               f"of a {SIDE}x{SIDE} mask")
+    return pairs
+
+
 def decode_rle(pairs, shape: tuple[int, int] = (SIDE, SIDE), borders: bool = True) -> np.ndarray:
     """PIE's mask: ``[start, length, ...]`` over the row-major array, borders forced to 1; bool (H, W)."""
-    if len(pairs) % 2:
-        raise InversaError(f"RLE mask has an odd number of values ({len(pairs)}); expected start, length pairs")
+    check_rle(list(pairs) if isinstance(pairs, tuple) else pairs, total=shape[0] * shape[1])
     flat = np.zeros(shape[0] * shape[1], dtype=bool)
     for start, length in zip(pairs[0::2], pairs[1::2]):
         flat[int(start):int(start) + int(length)] = True
@@ -79,29 +96,57 @@ class PieItem:
         return to_tensor(read_image(self.image_path), size, "resize")
 
 
+TEXT_FIELDS = ("image_path", "original_prompt", "editing_prompt")
+OPTIONAL_TEXT = ("editing_instruction", "blended_word")
+
+
 def load_pie(folder: str, limit: int | None = None, types: set[str] | None = None) -> list[PieItem]:
-    """The edits of a PIE-Bench folder (sorted by id), optionally of some edit types only."""
+    """The edits of a PIE-Bench folder (sorted by id), optionally of some edit types only.
+
+    The mapping is read within bounds and every field checked (one line naming the first
+    bad entry); an ``image_path`` must stay inside ``annotation_images/`` (resolved).
+    """
+    from ..validate import inside, read_json
+
     path = os.path.join(folder, "mapping_file.json")
-    if not os.path.isfile(path):
+    if not os.path.isdir(folder) or not os.path.lexists(path):
         raise InversaError(f"{folder} is not a PIE-Bench folder: no mapping_file.json")
-    try:
-        with open(path, encoding="utf-8") as f:
-            mapping = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise InversaError(f"{path} is not valid JSON ({exc})") from None
+    mapping = read_json(path, "PIE mapping")
+    if not isinstance(mapping, dict):
+        raise InversaError(f"{path}: expected an object of id -> edit, not a {type(mapping).__name__}")
+    if not mapping:
+        raise InversaError(f"{path} holds no edits")
+    images = os.path.join(folder, "annotation_images")
     items = []
     for key in sorted(mapping):
         e = mapping[key]
+        if not isinstance(e, dict):
+            raise InversaError(f"{path}: entry {key} must be an object, not {type(e).__name__}")
         missing = {"image_path", "original_prompt", "editing_prompt", "mask"} - set(e)
         if missing:
             raise InversaError(f"{path}: entry {key} lacks {', '.join(sorted(missing))}")
-        kind = str(e.get("editing_type_id", "0"))
+        for name in TEXT_FIELDS + tuple(k for k in OPTIONAL_TEXT if k in e):
+            if not isinstance(e[name], str):
+                raise InversaError(f"{path}: entry {key} field {name} must be a string, got {e[name]!r:.40}")
+        kind = e.get("editing_type_id", "0")
+        if isinstance(kind, bool) or not isinstance(kind, (str, int)) or str(kind) not in EDIT_TYPES:
+            raise InversaError(f"{path}: entry {key} editing_type_id must be one of 0-9, got {kind!r:.40}")
+        kind = str(kind)
+        if not e["image_path"] or os.path.isabs(e["image_path"]):
+            raise InversaError(f"{path}: entry {key} image_path {e['image_path']!r} must be relative to "
+                               "annotation_images/")
+        image = os.path.join(images, e["image_path"])
+        inside(images, image, f"{path}: entry {key} image_path")
+        check_rle(e["mask"], f"{path}: entry {key} mask")
+        extra = {k: v for k, v in e.items() if k.startswith("x_")}
+        for name, value in extra.items():
+            if name.endswith("_mask"):
+                check_rle(value, f"{path}: entry {key} {name}")
         if types and kind not in types:
             continue
-        items.append(PieItem(key, os.path.join(folder, "annotation_images", e["image_path"]),
-                             strip_brackets(e["original_prompt"]), strip_brackets(e["editing_prompt"]),
-                             e.get("editing_instruction", ""), kind, tuple(str(e.get("blended_word", "")).split()),
-                             e["mask"], {k: v for k, v in e.items() if k.startswith("x_")}))
+        items.append(PieItem(key, image, strip_brackets(e["original_prompt"]), strip_brackets(e["editing_prompt"]),
+                             e.get("editing_instruction", ""), kind, tuple(e.get("blended_word", "").split()),
+                             e["mask"], extra))
     return items[:limit] if limit else items
 
 
