@@ -166,16 +166,19 @@ def reconstruction_model(given: str | None, recorded: str) -> str:
 def run_reconstruct(args) -> int:
     from . import Inversion, reconstruct
     from .images import save_image
+    from .validate import refuse_overwrite
 
     inv = Inversion.load(args.inversion)
     args.model = reconstruction_model(args.model, inv.model)
     model = open_model(args)
     if model.name != inv.model:
         print_notes([f"inverted with model {inv.model}, reconstructing with {model.name}"])
-    recon = reconstruct(model, inv, steps=args.steps)
     root, ext = os.path.splitext(args.output)
+    names = [args.output] if len(inv) == 1 else [f"{root}_{k}{ext}" for k in range(len(inv))]
+    refuse_overwrite(names, [args.inversion, os.path.join(args.inversion, "inversion.safetensors")])
+    recon = reconstruct(model, inv, steps=args.steps)
     for k in range(recon.shape[0]):
-        save_image(recon[k], args.output if recon.shape[0] == 1 else f"{root}_{k}{ext}")
+        save_image(recon[k], names[k])
     print(f"reconstructed {recon.shape[0]} image(s) with {inv.method} -> {args.output}")
     return 0
 
@@ -251,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as exc:  # the environment refused (a full disk, a read-only mount): one line, no traceback
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"inversa: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

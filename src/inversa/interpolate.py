@@ -27,7 +27,11 @@ def interpolate(model, image_a, image_b, alphas=(0.0, 0.25, 0.5, 0.75, 1.0), pro
     if not alphas:
         raise InversaError("give at least one alpha")
     size = image_size(model, size)
-    images = torch.cat([_as_images(image_a, size), _as_images(image_b, size)])
+    a, b = _as_images(image_a, size), _as_images(image_b, size)
+    if a.shape[1:] != b.shape[1:]:
+        raise InversaError(f"images A ({a.shape[-1]}x{a.shape[-2]}) and B ({b.shape[-1]}x{b.shape[-2]}) differ in "
+                           "size; give --size N to bring both to N x N")
+    images = torch.cat([a, b])
     if images.shape[0] != 2:
         raise InversaError("interpolate takes exactly one image A and one image B")
     inv = invert(model, images, prompt, method=method, steps=steps, guidance=guidance, spacing=spacing, **config)
@@ -44,6 +48,7 @@ def run(args) -> int:
 
     from .cli import open_model, parse_options, print_notes
     from .images import load_image, save_image
+    from .outputs import staged
     from .prompts import prompt_notes
 
     model = open_model(args)
@@ -52,11 +57,10 @@ def run(args) -> int:
     print_notes(notes + prompt_notes(model, [args.prompt]))
     frames = interpolate(model, a, b, args.alpha, args.prompt, method=args.method, steps=args.steps,
                          guidance=args.guidance, **parse_options(args.opt))
-    os.makedirs(args.output, exist_ok=True)
-    for k, alpha in enumerate(args.alpha):
-        save_image(frames[k], os.path.join(args.output, f"frame_{k:02d}_alpha_{alpha:.3f}.png"))
-    strip = torch.cat(list(frames), dim=-1)
-    save_image(strip, os.path.join(args.output, "strip.png"))
+    with staged() as stage:  # the frames and the strip appear together
+        for k, alpha in enumerate(args.alpha):
+            save_image(frames[k], stage(os.path.join(args.output, f"frame_{k:02d}_alpha_{alpha:.3f}.png")))
+        save_image(torch.cat(list(frames), dim=-1), stage(os.path.join(args.output, "strip.png")))
     print(f"{len(args.alpha)} frames ({args.method}, {args.steps} steps) -> {args.output}")
     return 0
 

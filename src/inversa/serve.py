@@ -82,7 +82,9 @@ def read_upload(model, path: str | None, what: str = "the image") -> tuple[Tenso
     try:
         with Image.open(path) as im:
             pixels = im.width * im.height / 1e6
-    except (OSError, ValueError):  # not an image: load_image says so in one line
+    except Image.DecompressionBombError as exc:
+        raise InversaError(f"{what}: {exc}") from None
+    except Exception:  # noqa: BLE001 - not an image: load_image says so in one line
         pixels = 0.0
     if pixels > UPLOAD_MEGAPIXELS:
         raise InversaError(f"{what} has {pixels:.0f} megapixels, over the page's {UPLOAD_MEGAPIXELS:g}: resize it first")
@@ -229,6 +231,30 @@ def example_images(folder: str) -> dict[str, str]:
     return paths
 
 
+def one_line(message) -> str:
+    return html.escape(" ".join(str(message).split()))
+
+
+def upload_component(gr):
+    """``gr.Image`` that hands any uploaded file to the job as its path, so that inversa's one reader judges it.
+
+    Gradio's own preprocessing opens the upload with PIL first: random bytes or a
+    decompression bomb would fail there, before the job, with a generic error.
+    """
+    class Upload(gr.Image):
+        is_template = True  # the page draws it as the Image it extends
+
+        def preprocess(self, payload):
+            try:
+                return super().preprocess(payload)
+            except Exception:  # noqa: BLE001 - read_upload gives the one-line reason
+                path = getattr(payload, "path", None)
+                if path is None:
+                    raise gr.Error("cannot read the upload", print_exception=False) from None
+                return str(path)
+    return Upload
+
+
 def build(model, model_label: str, embedded: bool = False):
     """The Gradio page (not launched) serving ``model``."""
     import gradio as gr
@@ -236,19 +262,24 @@ def build(model, model_label: str, embedded: bool = False):
     from .edit import EMBEDDED_HELP
     from .methods import available
 
+    Upload = upload_component(gr)
     workdir = tempfile.mkdtemp(prefix="inversa-serve-")
     examples = example_images(workdir)
     methods = available()
     queue = {"concurrency_limit": 1, "concurrency_id": "model"}  # one job at a time on the model, the rest wait
 
     def page_errors(fn):
-        """An InversaError becomes the page's one-line message (HTML-escaped), never a traceback."""
+        """An InversaError, or any failure to read an upload, becomes the page's one-line message
+        (HTML-escaped), never Gradio's generic error and a traceback."""
         @functools.wraps(fn)  # Gradio reads the job's signature (its gr.Progress) through the wrapper
         def wrapped(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
             except InversaError as exc:
-                raise gr.Error(html.escape(" ".join(str(exc).split())), print_exception=False) from None
+                raise gr.Error(one_line(exc), print_exception=False) from None
+            except (OSError, ValueError, EOFError, RecursionError) as exc:  # what a damaged upload makes readers raise
+                raise gr.Error(one_line(f"cannot read the upload ({type(exc).__name__}: {exc})"),
+                               print_exception=False) from None
         return wrapped
 
     def show(notes):
@@ -284,7 +315,7 @@ def build(model, model_label: str, embedded: bool = False):
         with gr.Tab("Invert", elem_id="tab-invert"):
             with gr.Row():
                 with gr.Column():
-                    image = gr.Image(type="filepath", label="image", elem_id="invert-image", height=256)
+                    image = Upload(type="filepath", label="image", elem_id="invert-image", height=256)
                     gr.Examples([[p] for p in examples.values()], inputs=[image], label="bundled images")
                     prompt = gr.Textbox(label="prompt (empty: unconditional)", value="")
                     method = gr.Dropdown(methods, value=PAGE_METHOD, label="method", elem_id="invert-method")
@@ -318,7 +349,7 @@ def build(model, model_label: str, embedded: bool = False):
         with gr.Tab("Edit", elem_id="tab-edit"):
             with gr.Row():
                 with gr.Column():
-                    edit_image = gr.Image(type="filepath", label="image", elem_id="edit-image", height=256)
+                    edit_image = Upload(type="filepath", label="image", elem_id="edit-image", height=256)
                     source = gr.Textbox(label="source prompt", value="a red circle", elem_id="edit-source")
                     target = gr.Textbox(label="target prompt", value="a green circle", elem_id="edit-target")
                     gr.Examples([[examples["circle"], "a red circle", "a green circle"],
@@ -341,8 +372,8 @@ def build(model, model_label: str, embedded: bool = False):
                            outs, **queue)
         with gr.Tab("Interpolate", elem_id="tab-interpolate"):
             with gr.Row():
-                image_a = gr.Image(type="filepath", label="image A", elem_id="interp-a", height=192)
-                image_b = gr.Image(type="filepath", label="image B", elem_id="interp-b", height=192)
+                image_a = Upload(type="filepath", label="image A", elem_id="interp-a", height=192)
+                image_b = Upload(type="filepath", label="image B", elem_id="interp-b", height=192)
             gr.Examples([[examples["astronaut"], examples["chelsea"]], [examples["circle"], examples["square"]]],
                         inputs=[image_a, image_b], label="bundled pairs")
             with gr.Row():

@@ -407,15 +407,13 @@ def arguments(args) -> None:
             (count(get(name), "--steps", 1, MAX_TRAIN_STEPS) if training and name == "steps"
              else steps(get(name), "--" + name.replace("_", "-")))
     if get("vae_steps") is not None:
-        count(get("vae_steps"), "--vae-steps", 0, MAX_TRAIN_STEPS)
+        count(get("vae_steps"), "--vae-steps", 1, MAX_TRAIN_STEPS)
     for name in ("max_images", "limit", "batch_size", "vae_batch_size", "dataset_size", "checkpoint_every",
                  "threads"):
         if get(name) is not None:
             count(get(name), "--" + name.replace("_", "-"))
     if get("seed") is not None:
         count(get("seed"), "--seed", 0, 2 ** 32 - 1)
-    if get("port") is not None:
-        count(get("port"), "--port", 1, 65535)
     for name in ("minutes", "vae_minutes"):
         if get(name) is not None:
             positive(get(name), "--" + name.replace("_", "-"))

@@ -144,7 +144,10 @@ def run_edit(args) -> int:
 def run_report(args) -> int:
     from .report import write_report
 
+    from ..cli import print_notes
+
     out = write_report(args.results, args.output, args.max_images)
+    print_notes(out["notes"])
     print(out["text"])
     print(f"report -> {out['html']}")
     return 0

@@ -2,17 +2,86 @@
 from __future__ import annotations
 
 import html
+import json
+import math
 import os
 import shutil
 from statistics import mean, pstdev
 
 from .runner import CEILINGS, assets_dir, safe_name
-from .store import Store
+from .store import METRICS, Store
 
 COLUMNS = (("psnr", "PSNR dB", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"), ("ms_ssim", "MS-SSIM", "{:.4f}"),
            ("latent_mse", "latent MSE", "{:.3e}"), ("lpips", "LPIPS", "{:.4f}"), ("seconds", "time s", "{:.3f}"),
            ("nfe", "NFE", "{:.1f}"), ("iters", "iters", "{:.1f}"), ("peak_mem_mb", "peak MB", "{:.0f}"))
 TIMING = ("seconds", "total_seconds", "peak_mem_mb")
+
+
+def _number(value):
+    """A finite number, or None (text, NaN, inf and blobs are no metric)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _json(text, kind):
+    try:
+        value = json.loads(text) if isinstance(text, (str, bytes)) else None
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, kind) else None
+
+
+def read_store(path: str) -> tuple[list[dict], dict, list[str]]:
+    """Rows and configs of a store, each damaged cell turned into a placeholder (None, {}) with a note.
+
+    A store is data from a run (or a hand): a text PSNR, a residuals column that is not
+    a list of finite numbers or a config that is not JSON must not crash the report.
+    """
+    notes: list[str] = []
+
+    def note(where: str, column: str, value) -> None:
+        notes.append(f"store {path}: {where} {column} {value!r:.40} is damaged; shown as '-'")
+
+    import sqlite3
+
+    from ..errors import InversaError
+
+    with Store(path) as store:
+        try:
+            raw = [dict(r) for r in store.db.execute("SELECT * FROM results ORDER BY method, config_hash, image")]
+            raw_configs = [dict(r) for r in store.db.execute("SELECT * FROM configs")]
+        except sqlite3.DatabaseError as exc:
+            raise InversaError(f"results store {path} is damaged ({exc})") from None
+    rows = []
+    for r in raw:
+        where = f"row {str(r.get('image'))[:40]}/{str(r.get('method'))[:40]}"
+        row = {k: (v if isinstance(v, (str, type(None))) else str(v)) for k, v in r.items()
+               if k in ("image", "method", "config_hash", "status", "error", "original", "recon", "caption")}
+        for k in ("image", "method", "config_hash", "status"):
+            row[k] = row.get(k) or ""
+        for key in METRICS:
+            row[key] = _number(r.get(key))
+            if r.get(key) is not None and row[key] is None:
+                note(where, key, r.get(key))
+        residuals = _json(r.get("residuals"), list) if r.get("residuals") else None
+        if residuals is not None and not all(_number(v) is not None for v in residuals):
+            residuals = None
+        if r.get("residuals") and residuals is None:
+            note(where, "residuals", r.get("residuals"))
+        row["residuals"] = residuals
+        rows.append(row)
+    configs = {}
+    for c in raw_configs:
+        chash = str(c.get("config_hash"))
+        entry = {"method": str(c.get("method")), "config": _json(c.get("config"), dict),
+                 "protocol": _json(c.get("protocol"), dict)}
+        for key in ("config", "protocol"):
+            if entry[key] is None:
+                note(f"config {chash[:12]}", key, c.get(key))
+                entry[key] = {}
+        configs[chash] = entry
+    return rows, configs, notes
 
 
 def table(rows: list[dict], configs: dict) -> list[dict]:
@@ -34,6 +103,7 @@ def table(rows: list[dict], configs: dict) -> list[dict]:
 
 def _label(entry: dict) -> str:
     opts = entry["config"].get("options") or {}
+    opts = opts if isinstance(opts, dict) else {"options": opts}
     extra = ",".join(f"{k}={v}" for k, v in sorted(opts.items()))
     decoder = " + decoder inversion" if "decoder_inversion" in entry["config"] and entry["method"] not in CEILINGS else ""
     return entry["method"] + decoder + (f" ({extra})" if extra else "")
@@ -75,7 +145,8 @@ def _plots(rows: list[dict], entries: list[dict], out: str, stage) -> list[str]:
     made = []
     fig, ax = plt.subplots(figsize=(6, 4))
     for e in entries:
-        rs = [r for r in rows if r["config_hash"] == e["config_hash"] and r["status"] == "ok"]
+        rs = [r for r in rows if r["config_hash"] == e["config_hash"] and r["status"] == "ok"
+              and r["seconds"] is not None and r["psnr"] is not None]
         ax.scatter([r["seconds"] for r in rs], [min(r["psnr"], 99) for r in rs], label=_label(e), alpha=0.7)
     ax.set_xlabel("inversion time per image (s)")
     ax.set_ylabel("PSNR (dB)")
@@ -157,7 +228,7 @@ def _copy_image(src: str | None, dst: str, stage):
         return None
     try:
         pixels = _pixels(src)
-    except (OSError, ValueError):
+    except Exception:  # noqa: BLE001 - any image PIL cannot read (bombs, truncation) is a placeholder
         return None
     shutil.copyfile(src, stage(dst))
     return pixels
@@ -195,7 +266,7 @@ def _gallery_row(store_path: str, image: str, entries: list[dict], by_key: dict,
             cells.append(_placeholder(_label(e)))
             continue
         _error_map(original, recon, stage(os.path.join(gallery_dir, name + "_error.png")))
-        psnr = "identical" if r["psnr"] >= 1e8 else f"{r['psnr']:.2f} dB"
+        psnr = "-" if r["psnr"] is None else "identical" if r["psnr"] >= 1e8 else f"{r['psnr']:.2f} dB"
         cells.append(f"<figure><img src='gallery/{name}.png' alt='reconstruction'>"
                      f"<img src='gallery/{name}_error.png' alt='error map'>"
                      f"<figcaption>{html.escape(_label(e))}<br>{psnr}</figcaption></figure>")
@@ -209,8 +280,7 @@ def write_report(store_path: str, out: str, max_images: int = 12) -> dict:
 
     if not os.path.isfile(store_path):
         raise InversaError(f"results store {store_path} does not exist")
-    with Store(store_path) as store:
-        rows, configs = store.rows(), store.configs()
+    rows, configs, notes = read_store(store_path)
     if not rows:
         raise InversaError(f"results store {store_path} has no rows")
     if any(r["original"] for r in rows) and not os.path.isdir(assets_dir(store_path)):
@@ -227,12 +297,13 @@ def write_report(store_path: str, out: str, max_images: int = 12) -> dict:
         plots = _plots(rows, entries, out, stage)
         parts = [_gallery_row(store_path, image, entries, by_key, gallery_dir, stage) for image in images]
         with open(stage(os.path.join(out, "index.html")), "w", encoding="utf-8") as f:
-            f.write(_page(_md_table_to_html(md), plots, parts))
+            f.write(_page(_md_table_to_html(md), plots, parts, notes))
     return {"markdown": os.path.join(out, "report.md"), "html": os.path.join(out, "index.html"),
-            "plots": plots, "table": entries, "text": md}
+            "plots": plots, "table": entries, "text": md, "notes": notes}
 
 
-def _page(table_html: str, plots: list[str], parts: list[str]) -> str:
+def _page(table_html: str, plots: list[str], parts: list[str], notes: list[str] = ()) -> str:
+    damaged = "".join(f"<p class='failed'>note: {html.escape(n)}</p>" for n in dict.fromkeys(notes))
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>inversa benchmark</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
@@ -240,7 +311,7 @@ td,th{{border:1px solid #ccc;padding:3px 6px;font-size:13px}} .row{{display:flex
 figure{{margin:0;text-align:center;font-size:12px}} figure img{{width:128px;height:128px;image-rendering:pixelated;
 display:block}} .failed{{color:#b00}} .plots img{{max-width:48%}}</style></head>
 <body>
-{table_html}
+{damaged}{table_html}
 <div class="plots"><h2>Plots</h2>{''.join(f"<img src='{p}' alt='{p}'>" for p in plots)}</div>
 <h2>Gallery</h2><p>Per image: original, then per method the reconstruction above its error map
 (|original - reconstruction|, channel mean, magma colour map saturating at 0.5).</p>
