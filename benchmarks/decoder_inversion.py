@@ -6,11 +6,12 @@ from ``E(x)``, over the builtin photos with the embedded model (one batch).
 Part 2: invertibility of the fitted latent: latent MSE of fixed_point and preciseinv on ``E(x)``
 and on the fitted ``z`` (4 and 10 steps). Writes Markdown and a plot. Not a test. Example:
 
-    PYTHONPATH=src python benchmarks/decoder_inversion.py --threads 2 --out benchmarks/decoder_inversion_results
+    PYTHONPATH=src python benchmarks/decoder_inversion.py --threads 2 --out benchmarks/decoder_inversion/results
 """
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -74,7 +75,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reg", type=float, default=1e-3)
-    ap.add_argument("--out", default="benchmarks/decoder_inversion_results")
+    ap.add_argument("--out", default="benchmarks/decoder_inversion/results")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = inversa.load_model(default_model_path())
@@ -93,6 +94,7 @@ def main() -> None:
               "## Is the fitted latent as invertible as E(x)? (latent MSE of the sampler's regeneration, default options)", "",
               "| steps | method | latent | mean latent MSE | max |", "|---|---|---|---|---|"]
     lines += [f"| {r['steps']} | {r['method']} | {r['latent']} | {r['mean']:.2e} | {r['max']:.2e} |" for r in inv_rows]
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)  # one folder per benchmark
     with open(args.out + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
     import matplotlib

@@ -11,9 +11,9 @@ RF-Inversion's own ones otherwise):
   sampler from a known noise, so that noise is exact; the relative ``x_T`` error and the relative
   reconstruction error of that latent (controlled RF-Inversion: see :func:`sd3_cell`).
 
-Example (writes flow_table.md and flow_table.json next to ``--out``):
+Example (writes OUT.md and OUT.json, ``--out OUT``):
 
-    PYTHONPATH=src python benchmarks/flow_table.py --threads 1 --out benchmarks/flow_table
+    PYTHONPATH=src python benchmarks/flow_table.py --threads 1 --out benchmarks/flow_table/table
 """
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
     p.add_argument("--guidance", default="1,3.5")
     p.add_argument("--sources", default="oracle,sd3", help="oracle, sd3 (tiny random) and/or flow model names/folders")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default="benchmarks/flow_table")
+    p.add_argument("--out", default="benchmarks/flow_table/table")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TQDM_DISABLE", "1")
@@ -138,6 +138,7 @@ def main(argv=None) -> int:
         md += [f"### {source}", "", table(results, source, steps_list, guidances), ""]
     text = "\n".join(md)
     print(text)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)  # one folder per benchmark
     with open(args.out + ".md", "w") as f:
         f.write(text + "\n")
     with open(args.out + ".json", "w") as f:

@@ -8,7 +8,7 @@ results (RESULTS.json, RESULTS.md, one plot per case RESULTS-CASE.png, log axes)
 rewritten after every case, so ``--minutes`` can bound a run and keep what finished.
 Not a test: figures depend on the machine.
 
-    PYTHONPATH=src python benchmarks/hard_regime.py --out benchmarks/hard_regime_results        # full
+    PYTHONPATH=src python benchmarks/hard_regime.py --out benchmarks/hard_regime/hard        # full
     PYTHONPATH=src python benchmarks/hard_regime.py --quick --out /tmp/hard                     # seconds
 """
 from __future__ import annotations
@@ -248,7 +248,7 @@ def plot(rows, prefix) -> list[str]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="benchmarks/hard_regime_results", help="prefix of the .json, .md and .png files")
+    p.add_argument("--out", default="benchmarks/hard_regime/hard", help="prefix of the .json, .md and .png files")
     p.add_argument("--quick", action="store_true", help="smoke run: oracle and tiny SD, 1-2 steps, batch 1, small caps")
     p.add_argument("--steps", default="1,2,4,10")
     p.add_argument("--families", default=None, help="default oracle,embedded,sd,sdxl,sd3 (quick: oracle,sd)")

@@ -4,7 +4,7 @@ default solver, at 1, 2 and 4 steps, on the builtin photos (empty prompt) and he
 (their captions). Runs ``inversa bench``'s runner into one resumable store and prints the table
 (PSNR / SSIM against the image, latent MSE, the VAE ceiling, inversion time, NFE).
 
-    PYTHONPATH=src python benchmarks/lcm_table.py --limit 4 --out benchmarks/lcm_table
+    PYTHONPATH=src python benchmarks/lcm_table.py --limit 4 --out benchmarks/lcm_table/table
 """
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", default="1,2,4")
     p.add_argument("--limit", type=int, default=4, help="images per dataset")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default="benchmarks/lcm_table", help="writes OUT.md, OUT.json and OUT-{photos,shapes}.sqlite stores")
+    p.add_argument("--out", default="benchmarks/lcm_table/table", help="writes OUT.md, OUT.json and OUT-{photos,shapes}.sqlite stores")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TQDM_DISABLE", "1")
@@ -102,6 +102,7 @@ def main(argv=None) -> int:
     model = load_model(args.model)
     datasets = {"photos": open_dataset("builtin:photos", limit=args.limit), "shapes": heldout_shapes(args.limit)}
     start = time.time()
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)  # one folder per benchmark
     run(model, datasets, [int(s) for s in args.steps.split(",")], args.out)
     rows = collect([f"{args.out}-{name}.sqlite" for name in datasets])
     settings = (f"Model {args.model} ({model.family}, embedded guidance {model.embedded_guidance}, no CFG: 1 NFE per "

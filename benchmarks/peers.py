@@ -11,12 +11,13 @@ On the embedded model and the bundled photos (64 px, centre crop, empty prompt, 
 Latent MSE is against the VAE latent of the photo, PSNR against the photo; time is the inversion's
 wall time. Not a test: figures depend on the machine. Example:
 
-    PYTHONPATH=src python benchmarks/peers.py --n 4 --steps 10 --out benchmarks/peers_results
+    PYTHONPATH=src python benchmarks/peers.py --n 4 --steps 10 --out benchmarks/peers/results
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import torch
@@ -133,6 +134,7 @@ def main() -> None:
           f"guidance 1, float32, {args.threads} thread(s); means over images.\n\n{table(rows)}\n")
     print(md)
     if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)  # one folder per benchmark
         with open(f"{args.out}.json", "w") as f:
             json.dump({"settings": vars(args), "rows": rows}, f, indent=1)
         with open(f"{args.out}.md", "w") as f:

@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     p.add_argument("--paper-iters", type=int, default=100)
     p.add_argument("--guidance", type=float, default=7.5)
     p.add_argument("--speed", action="store_true", help="also measure the paper/ours wall-time ratio")
-    p.add_argument("--json", default="precise_bench.json")
+    p.add_argument("--json", default="benchmarks/precise_bench/results.json")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -158,6 +158,7 @@ def main(argv=None) -> int:
             print(f"| {s['model']} | {s['steps']} | {s['paper_seconds']:.2f} ({s['paper_max_residual']:.1e}) | "
                   f"{s['ours_seconds']:.2f} ({s['ours_max_residual']:.1e}) | {s['ratio']:.3f} | {s['strict_target']:.1e} | "
                   f"{s['strict_seconds']:.2f} | {s['strict_ratio']:.3f} |")
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)  # one folder per benchmark
     with open(args.json, "w") as f:
         json.dump({"argv": sys.argv, "rows": rows, "speed": speeds}, f, indent=1, default=str)
     return 0

@@ -171,6 +171,7 @@ def _same_rows(rows_a, rows_b):
                 assert va == vb, (a["image"], a["method"], k)
 
 
+@pytest.mark.slow
 def test_two_process_accelerate_equals_one_process(pipeline_dir, dataset_dir, one_process_store, tmp_path):
     accelerate = shutil.which("accelerate") or os.path.join(os.path.dirname(sys.executable), "accelerate")
     if not os.path.exists(accelerate):
@@ -201,6 +202,7 @@ def test_two_process_accelerate_equals_one_process(pipeline_dir, dataset_dir, on
                 assert va == vb, k
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(one_process_store, tmp_path):
     from inversa.cli import main
 

@@ -6,6 +6,8 @@ import torch
 
 from inversa.errors import InversaError
 
+pytestmark = pytest.mark.slow  # full-size architectures (the reduced run too)
+
 # parameter counts of the published denoisers (diffusers' num_parameters() of the real checkpoints)
 PUBLISHED = {"sd15": 859_520_964, "sd21": 865_910_724, "sdxl": 2_567_463_684, "sd3_medium": 2_028_328_000,
              "flux1_dev": 11_901_408_320}

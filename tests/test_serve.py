@@ -165,6 +165,7 @@ def _upload(driver, component: str, path: str) -> None:
     driver.find_element(By.CSS_SELECTOR, f"#{component} input[type=file]").send_keys(path)
 
 
+@pytest.mark.slow
 def test_page_inverts_downloads_and_edits_in_chromium(browser, examples):
     from selenium.webdriver.common.by import By
 

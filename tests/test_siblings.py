@@ -25,6 +25,7 @@ def tiny_base(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe, family, stage", [("lcm", "lcm", "lcm"), ("flow", "sd3", "flow")])
 def test_sibling_recipe_trains_resumes_and_loads(tmp_path, tiny_base, recipe, family, stage):
     from inversa.cli import main

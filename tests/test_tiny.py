@@ -57,6 +57,7 @@ def test_caption_words_are_whole_tokens(tmp_path):
     assert len(ids) == 2 + 13 and tok.unk_token_id not in ids[1:-1]
 
 
+@pytest.mark.slow
 def test_train_tiny_saves_a_loadable_pipeline_and_resumes(tmp_path):
     from inversa.cli import main
     from inversa.tiny import checkpoint

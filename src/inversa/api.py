@@ -94,17 +94,14 @@ def invert(model, image, prompt: str | list[str] = "", *, method: str = "precise
         image_size=list(images.shape[-2:]))
 
 
-PER_STEP_STATE = {"uncond_hidden": "null embeddings", "offsets": "offsets", "noise_maps": "noise maps"}
-
-
 def denoise(model: Model, x_T: Tensor, schedule: Schedule, condition: Condition,
             state: dict[str, Tensor] | None = None) -> Tensor:
-    """The sampler from ``x_T``, replaying the side state a method recorded (see :func:`denoise_step`)."""
+    """The sampler from ``x_T``, replaying the side state a method recorded (see :func:`denoise_step`).
+
+    Per-step state must hold one entry per step of ``schedule`` (:func:`sample` checks it against
+    the method's declaration).
+    """
     state = state or {}
-    for key, what in PER_STEP_STATE.items():
-        if key in state and state[key].shape[0] != len(schedule):
-            raise InversaError(f"this inversion holds per-step {what} for {state[key].shape[0]} steps; "
-                               f"sample with the same number of steps, not {len(schedule)}")
     x = x_T
     for i in range(len(schedule)):
         x = denoise_step(model, x, i, schedule, condition, state)
@@ -158,6 +155,7 @@ def reconstruct(model, inv: Inversion, steps: int | None = None, decode: bool = 
 def sample(model, inv: Inversion, schedule: Schedule, condition: Condition) -> Tensor:
     """Run the inversion's own sampler (EDICT, BDIA, ...) or :func:`denoise` with its side state."""
     spec = get_method(inv.method)
+    spec.check_steps(inv.state, len(schedule))
     if spec.sample is not None:
         return spec.sample(model, inv, schedule, condition)
     return denoise(model, inv.x_T, schedule, condition, inv.state)

@@ -26,17 +26,10 @@ from . import decoder, validate
 from .api import _as_images, _as_model, image_size, invert, sample, schedule_of
 from .attention import Injector, LocalBlend, Timed, injecting, injection_kind, token_columns, word_tokens
 from .errors import InversaError
+from .methods import get_method
 from .recipes import RECIPES
 from .result import Inversion
 from .samplers import slerp
-
-# methods that invert under the sampling guidance (the others invert with the prompt alone, w = 1)
-GUIDED_INVERSION = ("null_text", "direct", "polaris", "prompt_tuning")
-# batch dimension of each known kind of side state (per-step state is (N, B, ...))
-BATCH_DIMS = {"uncond_hidden": 1, "offsets": 1, "noise_maps": 1, "coupled": 0, "guidance_w": 1, "cond_hidden": 1,
-              "chain": 1}
-SHARED_STATE = ("guidance_t", "noise_eta")
-SLERP_STATE = ("coupled",)  # latents like x_T: spherical interpolation keeps their norm
 
 
 @dataclass
@@ -51,18 +44,18 @@ class Edit:
 def combine_state(inv: Inversion, pieces: list[tuple[int, float, float]], method: str) -> dict[str, Tensor]:
     """Side state of a new batch whose rows mix rows of ``inv``: ``(row_a, row_b, t)`` -> lerp.
 
-    Used to double a batch for editing (t = 0) and to interpolate (rows 0 and 1); latent
-    state (``SLERP_STATE``) is slerped like the noise.
+    Used to double a batch for editing (t = 0) and to interpolate (rows 0 and 1). Each key is
+    batched and mixed as the method declares it (:class:`~inversa.methods.StateKey`): latent
+    state is slerped like the noise, state without a batch dimension is shared.
     """
-    out = {}
+    spec, out = get_method(method), {}
     for key, value in inv.state.items():
-        if key in SHARED_STATE or (key == "guidance_w" and value.ndim < 2):
+        layout = spec.state_key(key)
+        dim = layout.batch_dim
+        if dim is None or value.ndim <= dim:
             out[key] = value
             continue
-        if key not in BATCH_DIMS:
-            raise InversaError(f"method {method} keeps state {key!r} that editing does not know how to batch")
-        dim = BATCH_DIMS[key]
-        mix = (lambda u, v, t: slerp(u[None], v[None], t)[0]) if key in SLERP_STATE else torch.lerp  # one sample
+        mix = (lambda u, v, t: slerp(u[None], v[None], t)[0]) if layout.mix == "slerp" else torch.lerp  # one sample
         rows = [value.select(dim, a) if t == 0 else value.select(dim, b) if t == 1
                 else mix(value.select(dim, a), value.select(dim, b), t) for a, b, t in pieces]
         out[key] = torch.stack(rows, dim)
@@ -116,7 +109,7 @@ def default_negative(inv: Inversion) -> list[str]:
     """
     if inv.negative is not None:
         return list(inv.negative)
-    keeps_source = "coupled" in inv.state or inv.method == "negative_prompt"
+    keeps_source = get_method(inv.method).target_negative == "source"
     return list(inv.prompts) if keeps_source else [""] * len(inv)
 
 
@@ -180,8 +173,8 @@ def edit(model, image, source_prompt, target_prompt, method: str = "ddim", *, st
          decoder_inversion: bool | dict = False, **config):
     """Edit ``image`` from ``source_prompt`` to ``target_prompt``; returns the edited images (B, 3, H, W).
 
-    ``inversion_guidance`` defaults to ``guidance`` for null_text, direct, polaris and prompt_tuning (they invert
-    under guidance) and to 1 otherwise. ``negative`` is the target branch's negative
+    ``inversion_guidance`` defaults to ``guidance`` for methods registered as inverting under guidance
+    (``Method.guided``) and to 1 otherwise. ``negative`` is the target branch's negative
     prompt (default: :func:`default_negative`).
     ``cross_replace`` is the fraction of the steps, from the noisy end, with cross-attention maps injected (0 disables; UNet models); ``self_replace``
     likewise for self-attention maps, or on MMDiT flow transformers for the source's keys and values.
@@ -193,7 +186,7 @@ def edit(model, image, source_prompt, target_prompt, method: str = "ddim", *, st
     """
     model = _as_model(model)
     if inversion_guidance is None:
-        inversion_guidance = guidance if method in GUIDED_INVERSION else 1.0
+        inversion_guidance = guidance if method not in RECIPES and get_method(method).guided else 1.0
     images = _as_images(image, image_size(model, size))
     if method in RECIPES:
         if blend is not None or mask is not None:
@@ -294,12 +287,15 @@ def add_command(sub) -> None:
     p.add_argument("--method", default="ddim", help="inversion method or editing recipe (see `inversa methods`)")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--guidance", type=float, default=7.5, help="sampling guidance w")
+    from .methods import REGISTRY, available
+
+    declared = lambda field, value: "/".join(m for m in available() if getattr(REGISTRY[m], field) == value)  # noqa: E731
     p.add_argument("--inversion-guidance", type=float, default=None,
-                   help="guidance while inverting (default: w for null_text/direct/polaris/prompt_tuning, else 1)")
+                   help=f"guidance while inverting (default: w for {declared('guided', True)}, else 1)")
     p.add_argument("--negative", default=None,
                    help="target branch negative prompt (default: the inversion's unconditional prompt if it "
-                        "inverted under guidance, else the empty prompt; EDICT, BDIA, negative_prompt: the source "
-                        "prompt)")
+                        "inverted under guidance, else the empty prompt; "
+                        f"{declared('target_negative', 'source')}: the source prompt)")
     p.add_argument("--cross-replace", type=float, default=0.4,
                    help="fraction of steps with cross-attention injection (keeps the layout; with --mask, 0 lets "
                         "objects move)")

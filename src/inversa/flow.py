@@ -8,7 +8,6 @@ runs its solvers in reverse. Multistep state (FireFlow's reused velocity) is the
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -16,8 +15,8 @@ import torch
 from torch import Tensor
 
 from .errors import InversaError
-from .methods import Trace, step_info
 from .model import Condition, Model, Schedule
+from .trace import Recorder, Trace
 
 
 def require_flow(model: Model, method: str) -> None:
@@ -81,21 +80,12 @@ def integrate(model: Model, x: Tensor, schedule: Schedule, step: Step, *, invers
     the end state, the states noisiest first and per-step diagnostics (NFE per sample,
     seconds), both in schedule order.
     """
-    from tqdm.auto import tqdm
-
-    sig, n = schedule.sigmas.tolist(), x.shape[0]
-    order = list(reversed(range(len(schedule)))) if inverse else list(range(len(schedule)))
-    states, steps, carry = [x], [], None
-    for i in tqdm(order, desc=desc, leave=False, disable=None, unit="step"):
+    sig, carry, rec = schedule.sigmas.tolist(), None, Recorder(model, x, inverse=inverse)
+    for i in rec.schedule(schedule, desc):
         s, s_next = (sig[i + 1], sig[i]) if inverse else (sig[i], sig[i + 1])
-        start, nfe = time.perf_counter(), model.nfe
         x, carry = step(i, x, s, s_next, carry)
-        states.append(x)
-        steps.append(step_info(i, (model.nfe - nfe) / n, time.perf_counter() - start))
-    if inverse:
-        states.reverse()
-        steps.reverse()
-    return x, states, steps
+        rec.record(x)
+    return x, rec.states, rec.steps
 
 
 def solver_method(name: str, steps: Callable, summary: str) -> tuple[Callable, Callable]:

@@ -4,34 +4,46 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 
+def _unit(x: Tensor) -> Tensor:
+    """[-1, 1] images on the [0, 1] scale the metrics (and PIE-Bench's evaluation) use."""
+    return (x.float() + 1) / 2
+
+
 def psnr(a: Tensor, b: Tensor) -> Tensor:
-    """Peak signal-to-noise ratio in dB on the [0, 1] scale (inf for identical images)."""
-    mse = ((a.float() - b.float()) / 2).pow(2).flatten(1).mean(1)
-    return 10 * torch.log10(1.0 / mse)
+    """Peak signal-to-noise ratio in dB on the [0, 1] scale (inf for identical images); torchmetrics' PSNR."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    return peak_signal_noise_ratio(_unit(b), _unit(a), data_range=1.0, reduction="none", dim=tuple(range(1, a.ndim)))
 
 
-def _gaussian(size: int = 11, sigma: float = 1.5) -> Tensor:
-    x = torch.arange(size, dtype=torch.float64) - size // 2
-    g = torch.exp(-x**2 / (2 * sigma**2))
-    return (g / g.sum()).float()
+def _window(height: int, width: int, window: int) -> tuple[int, float]:
+    """The Gaussian window that fits the image (odd, at most its side) and its sigma (1.5 at 11 pixels)."""
+    window = min(window, height, width)
+    window -= 1 - window % 2
+    return window, 1.5 * window / 11
+
+
+def _ssim(a: Tensor, b: Tensor, window: int, **kw):
+    """torchmetrics' SSIM of [0, 1] images with the window that fits them (``kw``: what else it returns)."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    k, sigma = _window(a.shape[-2], a.shape[-1], window)
+    return structural_similarity_index_measure(a, b, gaussian_kernel=True, sigma=sigma, kernel_size=k,
+                                               data_range=1.0, reduction="none", **kw)
 
 
 def ssim(a: Tensor, b: Tensor, window: int = 11) -> Tensor:
-    """Structural similarity (Wang et al. 2004, Gaussian window) on [0, 1] images, mean over channels."""
-    lum, cs = _ssim_maps((a.float() + 1) / 2, (b.float() + 1) / 2, window)
-    return (lum * cs).flatten(1).mean(1)
+    """Structural similarity (Wang et al. 2004, Gaussian window) on [0, 1] images, mean over channels and the
+    pixels whose window lies inside the image (torchmetrics 1.4's SSIM, as PIE-Bench's evaluation ran it)."""
+    return _ssim(_unit(a), _unit(b), window)
 
 
 def ssim_map(a: Tensor, b: Tensor, window: int = 7) -> Tensor:
     """Per-pixel SSIM (B, H, W) on [-1, 1] images, reflect-padded so it lines up with masks."""
-    p = window // 2
-    a, b = (F.pad(x.float(), [p] * 4, mode="reflect") for x in (a, b))
-    lum, cs = _ssim_maps((a + 1) / 2, (b + 1) / 2, window)
-    return (lum * cs).mean(1)
+    return _ssim(_unit(a), _unit(b), window, return_full_image=True)[1].mean(1)
 
 
 def latent_mse(a: Tensor, b: Tensor) -> Tensor:
@@ -71,51 +83,22 @@ def ms_ssim_scales(height: int, width: int, window: int = 11, max_scales: int = 
     return m
 
 
-def _ssim_maps(a: Tensor, b: Tensor, window: int) -> tuple[Tensor, Tensor]:
-    """Luminance and contrast-structure maps of SSIM on [0, 1] images."""
-    window = min(window, a.shape[-1], a.shape[-2])
-    window -= 1 - window % 2
-    g = _gaussian(window, 1.5 * window / 11) if window > 1 else torch.ones(1)
-    c = a.shape[1]
-    kx, ky = g.view(1, 1, 1, -1).repeat(c, 1, 1, 1), g.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
-
-    def blur(x):
-        return F.conv2d(F.conv2d(x, kx, groups=c), ky, groups=c)
-
-    c1, c2 = 0.01**2, 0.03**2
-    mu_a, mu_b = blur(a), blur(b)
-    var_a, var_b = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2
-    cov = blur(a * b) - mu_a * mu_b
-    lum = (2 * mu_a * mu_b + c1) / (mu_a**2 + mu_b**2 + c1)
-    cs = (2 * cov + c2) / (var_a + var_b + c2)
-    return lum, cs
-
-
-def _ssim_parts(a: Tensor, b: Tensor, window: int) -> tuple[Tensor, Tensor]:
-    """Per-image mean luminance term and contrast-structure term (the MS-SSIM factors)."""
-    lum, cs = _ssim_maps(a, b, window)
-    return lum.flatten(1).mean(1), cs.flatten(1).mean(1)
-
-
 def ms_ssim(a: Tensor, b: Tensor, window: int = 11, scales: int | None = None) -> Tensor:
-    """Multi-scale SSIM on [-1, 1] images (one value per image, 1 for identical images).
+    """Multi-scale SSIM on [-1, 1] images (one value per image, 1 for identical images); torchmetrics' MS-SSIM.
 
     Contrast-structure at every scale, luminance at the coarsest, combined as a weighted
     geometric mean; 2x2 average pooling between scales. Negative terms are clamped to 0
-    so the fractional powers stay real. ``scales`` defaults to :func:`ms_ssim_scales`.
+    (``normalize="relu"``) so the fractional powers stay real. ``scales`` defaults to
+    :func:`ms_ssim_scales`, whose weights are renormalised.
     """
-    a, b = (a.float() + 1) / 2, (b.float() + 1) / 2
+    from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
+
     m = scales or ms_ssim_scales(a.shape[-2], a.shape[-1], window)
     weights = torch.tensor(MS_SSIM_WEIGHTS[:m], dtype=torch.float64)
-    weights = weights / weights.sum()
-    out = torch.ones(a.shape[0], dtype=torch.float64)
-    for k in range(m):
-        lum, cs = _ssim_parts(a, b, window)
-        term = (lum * cs) if k == m - 1 else cs
-        out = out * term.double().clamp_min(0) ** weights[k]
-        if k < m - 1:
-            a, b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
-    return out.float()
+    k, sigma = _window(a.shape[-2], a.shape[-1], window)
+    return multiscale_structural_similarity_index_measure(
+        _unit(a), _unit(b), gaussian_kernel=True, sigma=sigma, kernel_size=k, data_range=1.0, reduction="none",
+        betas=tuple((weights / weights.sum()).tolist()), normalize="relu").float()
 
 
 # LPIPS (AlexNet) ------------------------------------------------------------------------------------------------

@@ -126,7 +126,8 @@ class Model:
     prediction: str = "epsilon"
     device = torch.device("cpu")
     dtype = torch.float32
-    nfe: int = 0  # network evaluations (per sample) since the counter was last reset
+    nfe: int = 0  # network evaluations (rows: per sample) since the counter was last reset
+    paper_lr: float | None = None  # PreciseInv's AdamW learning rate for the family (None: by prediction type)
 
     # images <-> latents -------------------------------------------------------
     def encode(self, images: Tensor) -> Tensor:

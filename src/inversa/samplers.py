@@ -16,6 +16,8 @@ import math
 import torch
 from torch import Tensor
 
+from .errors import InversaError
+
 PREDICTIONS = ("epsilon", "v_prediction", "flow")
 
 
@@ -27,7 +29,7 @@ def to_x0_eps(prediction: str, alpha: float, sigma: float):
         return alpha, -sigma, sigma, alpha
     if prediction == "flow":  # v = eps - x0, alpha + sigma = 1
         return 1.0, -sigma, 1.0, alpha
-    raise ValueError(f"unknown prediction type {prediction!r}; expected one of {PREDICTIONS}")
+    raise InversaError(f"unknown prediction type {prediction!r}; expected one of {PREDICTIONS}")
 
 
 def split(prediction: str, x: Tensor, out: Tensor, alpha: float, sigma: float) -> tuple[Tensor, Tensor]:

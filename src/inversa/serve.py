@@ -261,6 +261,7 @@ def build(model, model_label: str, embedded: bool = False):
 
     from .edit import EMBEDDED_HELP
     from .methods import available
+    from .recipes import RECIPES
 
     Upload = upload_component(gr)
     workdir = tempfile.mkdtemp(prefix="inversa-serve-")
@@ -357,7 +358,7 @@ def build(model, model_label: str, embedded: bool = False):
                                 inputs=[edit_image, source, target], label="bundled images")
                     if embedded:
                         gr.Markdown("```\n" + EMBEDDED_HELP.split("\nKeep the background")[0] + "\n```")
-                    edit_method = gr.Dropdown(methods + ["flowedit"], value="ddim", label="method")
+                    edit_method = gr.Dropdown(methods + sorted(RECIPES), value="ddim", label="method")
                     with gr.Row():
                         edit_steps = gr.Number(6, label="steps", precision=0, minimum=1)
                         edit_guidance = gr.Number(7.5, label="guidance", minimum=0)

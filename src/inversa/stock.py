@@ -11,9 +11,11 @@ inversa's sampler equals the family's stock deterministic scheduler step for ste
 | ``uncond_hidden`` (null_text) | the unconditional half of ``prompt_embeds`` for the next step |
 | ``offsets`` (direct) | added to ``latents`` after each step |
 | ``cond_hidden`` (prompt_tuning) | the conditional half of ``prompt_embeds`` (call ``pipe(**kwargs)``, no prompt) |
-| cfgpp's ``lam`` | the guidance scale; the step-end callback renoises with the unconditional output |
 
-Coupled samplers (edict, bdia) and DDPM noise maps have no stock equivalent.
+A method adds what else its call needs through its registration's ``stock`` hook (CFG++'s ``lam``
+as the guidance scale and its renoising, negative-prompt inversion's negative prompt); a state key
+declared ``unreplayable`` (coupled latents, DDPM noise maps) has no stock equivalent, and a family
+says when its pipeline cannot be driven (``stock_callback_refusal``) or runs no CFG branch.
 """
 from __future__ import annotations
 
@@ -23,14 +25,9 @@ from torch import Tensor
 from .api import guidance_at
 from .errors import InversaError
 from .families import DiffusersModel
-from .methods import cfgpp
+from .methods import StockHook, get_method
 from .model import SPACINGS
 from .result import Inversion
-
-UNREPLAYABLE = {
-    "coupled": "its sampler steps a coupled pair of latents, which no stock scheduler does",
-    "noise_maps": "its DDPM steps add recorded noise maps, while a stock pipeline draws fresh noise",
-}
 
 
 def stock_scheduler(pipe, spacing: str | None = None):
@@ -66,22 +63,6 @@ class ReplayedScale:
         return f"ReplayedScale({self.w})"
 
 
-class CapturedScale(ReplayedScale):
-    """CFG++'s ``lam`` as the pipeline's guidance scale, keeping the direction ``c - u`` it scales.
-
-    The pipeline then steps with the guided output; CFG++ renoises with the unconditional
-    one instead, which the step-end callback adds back: ``x_prev += B_u (u - out_l)``.
-    """
-
-    direction = None
-
-    def __mul__(self, other: Tensor) -> Tensor:
-        self.direction = other
-        return super().__mul__(other)
-
-    __rmul__ = __mul__
-
-
 class StockReplay:
     """``callback_on_step_end`` replaying an inversion's per-step state; ``pipe(prompt, **replay.kwargs)``.
 
@@ -89,11 +70,12 @@ class StockReplay:
     null embedding) and the callback itself, which sets up every later step.
     """
 
-    def __init__(self, model: DiffusersModel, inv: Inversion):
-        self.state, self.timesteps, self.inv, self.prediction = inv.state, inv.timesteps, inv, model.prediction
+    def __init__(self, model: DiffusersModel, inv: Inversion, hook: StockHook | None = None):
+        self.state, self.timesteps, self.inv = inv.state, inv.timesteps, inv
+        self.hook = hook or StockHook()
         tuned = "uncond_hidden" in self.state or "cond_hidden" in self.state
         self.tensor_inputs = ["latents"] + (["prompt_embeds"] if tuned else [])
-        guidance = model.embedded_guidance if model.family == "lcm" else inv.guidance
+        guidance = model.stock_guidance(inv.guidance)
         self.kwargs = {"latents": inv.x_T, "num_inference_steps": len(inv.timesteps),
                        "guidance_scale": self.scale(0) if "guidance_w" in self.state else guidance,
                        "callback_on_step_end": self, "callback_on_step_end_tensor_inputs": self.tensor_inputs}
@@ -109,9 +91,7 @@ class StockReplay:
             pooled = {"pooled_prompt_embeds": condition.cond.pooled,
                       "negative_pooled_prompt_embeds": condition.uncond.pooled}
             self.kwargs.update({k: v.to(model.dtype) for k, v in pooled.items() if v is not None})
-        self.cfgpp = CapturedScale(float(inv.config.get("lam", cfgpp.LAM))) if inv.method == "cfgpp" else None
-        if self.cfgpp is not None:
-            self.kwargs["guidance_scale"] = self.cfgpp
+        self.kwargs.update(self.hook.kwargs)
 
     def scale(self, i: int) -> ReplayedScale:
         return ReplayedScale(guidance_at(self.state, float(self.timesteps[i])))
@@ -120,10 +100,8 @@ class StockReplay:
         out = {}
         if "offsets" in self.state:
             out["latents"] = tensors["latents"] + self.state["offsets"][i].to(tensors["latents"])
-        if self.cfgpp is not None:
-            levels = self.inv.alphas[i], self.inv.sigmas[i], self.inv.alphas[i + 1], self.inv.sigmas[i + 1]
-            b_u = cfgpp.coefficients(self.prediction, *levels)[2]
-            out["latents"] = tensors["latents"] - b_u * self.cfgpp.w * self.cfgpp.direction.to(tensors["latents"])
+        if self.hook.step_end is not None:
+            out["latents"] = self.hook.step_end(i, tensors["latents"])
         if i + 1 < len(self.timesteps):
             if "guidance_w" in self.state:
                 pipe._guidance_scale = self.scale(i + 1)
@@ -141,20 +119,16 @@ class StockReplay:
 def stock_callback(pipe, inv: Inversion) -> StockReplay:
     """A ``callback_on_step_end`` (with the call's ``kwargs``) replaying ``inv`` in the stock ``pipe``.
 
-    Raises :class:`InversaError` for methods whose sampler a stock pipeline cannot express.
+    Raises :class:`InversaError` for methods whose sampler a stock pipeline cannot express
+    (a state key the method declares ``unreplayable``) and for families whose pipeline it cannot drive.
     """
-    for key, why in UNREPLAYABLE.items():
-        if key in inv.state:
+    spec = get_method(inv.method)
+    for key in inv.state:
+        why = spec.state[key].unreplayable if key in spec.state else ""
+        if why:
             raise InversaError(f"a stock pipeline cannot replay a {inv.method} inversion: {why}; "
                                f"use inversa.reconstruct")
     model = pipe if isinstance(pipe, DiffusersModel) else DiffusersModel(pipe)
-    if model.family == "flux":  # packed latents, true CFG and separate negative embeddings: not replayed here
-        raise InversaError("stock_callback does not drive FluxPipeline; for ddim, fixed_point and preciseinv "
-                           "call pipe(prompt, latents=inversa.families.flux.pack(inv.x_T), ...)")
-    if inv.method == "cfgpp" and model.family == "lcm":
-        raise InversaError("a stock LCM pipeline cannot replay a cfgpp inversion: it embeds its guidance and runs "
-                           "no unconditional branch; use inversa.reconstruct")
-    replay = StockReplay(model, inv)
-    if inv.method == "negative_prompt":  # the source prompt is the unconditional prompt too
-        replay.kwargs["negative_prompt"] = list(inv.prompts)
-    return replay
+    if model.stock_callback_refusal:
+        raise InversaError(model.stock_callback_refusal)
+    return StockReplay(model, inv, spec.stock(model, inv) if spec.stock is not None else None)

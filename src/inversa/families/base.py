@@ -51,7 +51,8 @@ class DiffusersModel(Model):
                 part.requires_grad_(False)
         self.vae = getattr(pipe, "vae", None)
         self.scheduler = pipe.scheduler
-        self.embedded_guidance = embedded_guidance if embedded_guidance is not None else 8.5
+        self.embedded_guidance = (float(embedded_guidance) if embedded_guidance is not None
+                                  else self.default_embedded_guidance)
         self.device = self.net.device
         self.dtype = self.net.dtype
         # latents and outputs stay float32, or float64 for a float64 model (exactness tests)
@@ -115,8 +116,16 @@ class DiffusersModel(Model):
     def encode_prompt(self, prompts: list[str]) -> Embeds:
         return Embeds(self.pipeline_prompt(prompts)[0].float())
 
-    # schedule -------------------------------------------------------------
+    # schedule and the stock pipeline --------------------------------------
     stock_sampler = ""  # the diffusers scheduler class whose deterministic steps inversa's sampler equals
+    default_embedded_guidance: float | None = None  # the guidance a family feeds its network as an input
+    stock_label = "diffusers"  # the family's pipeline, as error messages name it
+    stock_without_cfg = ""  # why the family's stock pipeline runs no unconditional branch (empty: it runs one)
+    stock_callback_refusal = ""  # why stock_callback cannot drive the family's pipeline (empty: it can)
+
+    def stock_guidance(self, guidance: float) -> float:
+        """The ``guidance_scale`` a stock call replaying an inversion made at ``guidance`` takes."""
+        return guidance
 
     def stock_scheduler(self, spacing: str | None = None):
         """The scheduler users sample with; ``spacing`` overrides ``timestep_spacing`` where a family has one."""

@@ -47,13 +47,16 @@ class FluxModel(SD3Model):
 
     family = "flux"
     max_sequence_length = 512  # FluxPipeline's default T5 length (the stock call must match it)
+    default_embedded_guidance = 3.5
+    stock_label = "FLUX"
+    stock_callback_refusal = ("stock_callback does not drive FluxPipeline; for ddim, fixed_point and preciseinv "
+                              "call pipe(prompt, latents=inversa.families.flux.pack(inv.x_T), ...)")
 
     def __init__(self, pipe, name: str = "", embedded_guidance: float | None = None):
         super().__init__(pipe, name, embedded_guidance)
         if self.net.config.in_channels != 4 * self.vae.config.latent_channels:
             raise InversaError(f"unsupported FLUX pipeline {type(pipe).__name__}: its transformer takes extra "
                                f"conditioning channels (Fill/Control); supported: FluxPipeline, FluxImg2ImgPipeline")
-        self.embedded_guidance = 3.5 if embedded_guidance is None else float(embedded_guidance)
 
     @classmethod
     def accepts(cls, pipe) -> bool:

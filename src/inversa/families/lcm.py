@@ -28,6 +28,14 @@ def guidance_embedding(w: Tensor, dim: int) -> Tensor:
 
 class LCMModel(SDModel):
     family = "lcm"
+    paper_lr = 0.05
+    default_embedded_guidance = 8.5
+    stock_label = "LCM"
+    stock_without_cfg = "it embeds its guidance and runs no unconditional branch"
+
+    def stock_guidance(self, guidance: float) -> float:
+        """The embedded scale: the stock (SD) pipeline call feeds its ``guidance_scale`` to the network."""
+        return self.embedded_guidance
 
     @classmethod
     def accepts(cls, pipe) -> bool:

@@ -13,6 +13,7 @@ class SDModel(DiffusersModel):
     """UNet + discrete-time VP schedule; SDXL and LCM extend it."""
 
     family = "sd"
+    paper_lr = 0.1
     stock_sampler = "DDIMScheduler"  # eta 0; SDXL, LCM and Turbo inherit it (the LCM scheduler adds noise)
 
     def __init__(self, pipe, name: str = "", embedded_guidance: float | None = None):

@@ -11,6 +11,7 @@ from .base import SUPPORTED, DiffusersModel
 
 class SD3Model(DiffusersModel):
     family = "sd3"
+    paper_lr = 0.025
     prediction = "flow"
     stock_sampler = "FlowMatchEulerDiscreteScheduler"
 

@@ -10,6 +10,7 @@ from .sd import SDModel
 
 class SDXLModel(SDModel):
     family = "sdxl"
+    paper_lr = 0.05
 
     @classmethod
     def accepts(cls, pipe) -> bool:

@@ -9,14 +9,13 @@ is exact too. ``x_1`` is kept in ``state["coupled"]``.
 """
 from __future__ import annotations
 
-import time
-
 import torch
 
 from .. import samplers
 from ..errors import InversaError
-from . import Trace, register, step_info
+from . import Recorder, register
 from .ddim import naive_step
+from .edict import COUPLED
 
 
 def _moves(model, x, k, schedule, condition):
@@ -43,21 +42,20 @@ def sample(model, inv, schedule, condition):
     return x
 
 
-@register("bdia", sample=sample, cost="1 NFE per step, exact (keeps the second state)")
+@register("bdia", sample=sample, cost="1 NFE per step, exact (keeps the second state)", target_negative="source",
+          state={"coupled": COUPLED})
 @torch.no_grad()
 def invert(model, z0, condition, schedule, *, gamma: float = 1.0, keep_trajectory: bool = True):
     """Bi-directional integration approximation: exact inversion of a two-step DDIM recursion."""
     if gamma == 0.0:
         raise InversaError("bdia needs gamma != 0 (gamma = 0 is plain DDIM, which is not exactly invertible)")
-    n_steps, per = len(schedule), 2 if condition.guided else 1
-    start = time.perf_counter()
-    x_next = z0
-    x, _ = naive_step(model, z0, float(schedule.timesteps[-1]), condition, schedule.levels(n_steps - 1))
-    states, steps = [x, z0], [step_info(n_steps - 1, per, time.perf_counter() - start)]
-    for k in range(n_steps - 1, 0, -1):
-        start = time.perf_counter()
-        fwd, back = _moves(model, x, k, schedule, condition)
-        x_next, x = x, (x_next - fwd) / gamma + back
-        states.insert(0, x)
-        steps.insert(0, step_info(k - 1, per, time.perf_counter() - start))
-    return Trace(x, states if keep_trajectory else None, {"coupled": x_next}, steps)  # x_next is z0 for 1 step
+    last = len(schedule) - 1
+    x_next, x, rec = z0, z0, Recorder(model, z0)
+    for i in rec.schedule(schedule, "bdia"):
+        if i == last:  # the one naive step that starts the pair (x_{N-1}, x_N = z0)
+            x = naive_step(model, z0, float(schedule.timesteps[-1]), condition, schedule.levels(last))[0]
+        else:  # x_i from the pair (x_{i+1}, x_{i+2})
+            fwd, back = _moves(model, x, i + 1, schedule, condition)
+            x_next, x = x, (x_next - fwd) / gamma + back
+        rec.record(x)
+    return rec.trace(x, {"coupled": x_next}, keep_trajectory)  # x_next is z0 for 1 step

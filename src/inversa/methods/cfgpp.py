@@ -16,14 +16,12 @@ sampling guidance, so the plain x_T needs this sampler (:func:`sample`).
 """
 from __future__ import annotations
 
-import time
-
 import torch
 
 from .. import samplers
 from ..errors import InversaError
 from ..model import Condition
-from . import Trace, backwards, register, step_info
+from . import Recorder, StockHook, register
 
 LAM = 0.6  # default lambda; the paper sweeps it over [0, 1]
 
@@ -50,6 +48,47 @@ def check_lam(lam: float) -> None:
         raise InversaError(f"cfgpp lam must be in [0, 1] (CFG++ guidance), got {lam}")
 
 
+class CapturedScale:
+    """CFG++'s ``lam`` as a stock pipeline's guidance scale, keeping the direction ``c - u`` it scales.
+
+    Pipelines run both branches only while ``guidance_scale > 1``, so it compares above anything.
+    The pipeline then steps with the guided output; CFG++ renoises with the unconditional one
+    instead, which the step-end hook adds back: ``x_prev += B_u (u - out_l)``.
+    """
+
+    direction = None
+
+    def __init__(self, w: float):
+        self.w = w
+
+    def __gt__(self, other) -> bool:
+        return True
+
+    def __mul__(self, other):
+        self.direction = other
+        return self.w * other
+
+    __rmul__ = __mul__
+
+    def __repr__(self) -> str:
+        return f"CapturedScale({self.w})"
+
+
+def stock_replay(model, inv) -> StockHook:
+    """lam as the guidance scale, and each step's renoising with the unconditional output."""
+    if model.stock_without_cfg:
+        raise InversaError(f"a stock {model.stock_label} pipeline cannot replay a cfgpp inversion: "
+                           f"{model.stock_without_cfg}; use inversa.reconstruct")
+    scale = CapturedScale(float(inv.config.get("lam", LAM)))
+
+    def step_end(i: int, latents):
+        levels = inv.alphas[i], inv.sigmas[i], inv.alphas[i + 1], inv.sigmas[i + 1]
+        b_u = coefficients(model.prediction, *levels)[2]
+        return latents - b_u * scale.w * scale.direction.to(latents)
+
+    return StockHook({"guidance_scale": scale}, step_end)
+
+
 @torch.no_grad()
 def sample(model, inv, schedule, condition):
     """The CFG++ sampler from ``x_T``: denoise with the guided output, renoise with the unconditional one."""
@@ -63,8 +102,7 @@ def sample(model, inv, schedule, condition):
     return x
 
 
-
-@register("cfgpp", sample=sample, cost="2 NFE per step")
+@register("cfgpp", sample=sample, cost="2 NFE per step", stock=stock_replay)
 @torch.no_grad()
 def invert(model, z0, condition, schedule, *, lam: float = LAM, keep_trajectory: bool = True):
     """Naive inversion of the CFG++ step: renoise with the lam-guided output, denoise with the unconditional."""
@@ -72,12 +110,10 @@ def invert(model, z0, condition, schedule, *, lam: float = LAM, keep_trajectory:
     if condition.guided:
         raise InversaError("cfgpp guides with lam in [0, 1] (--opt lam=...); leave guidance at 1")
     condition = null_condition(model, condition.cond)
-    x, states, steps = z0, [z0], []
-    for i in backwards(schedule, "cfgpp"):
-        start = time.perf_counter()
+    x, rec = z0, Recorder(model, z0)
+    for i in rec.schedule(schedule, "cfgpp"):
         A, B_l, B_u = coefficients(model.prediction, *schedule.levels(i))
         out_l, out_u = outputs(model, x, float(schedule.timesteps[i]), condition, lam)
         x = (x - B_l * out_l - B_u * out_u) / A
-        states.insert(0, x)
-        steps.insert(0, step_info(i, 2, time.perf_counter() - start))
-    return Trace(x, states if keep_trajectory else None, {}, steps)
+        rec.record(x)
+    return rec.trace(x, {}, keep_trajectory)

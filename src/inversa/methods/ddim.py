@@ -1,12 +1,10 @@
 """Naive DDIM / flow-Euler inversion: the inverse step with the prediction made one level early."""
 from __future__ import annotations
 
-import time
-
 import torch
 
 from .. import samplers
-from . import Trace, backwards, register, step_info
+from . import Recorder, Trace, register
 
 
 def naive_step(model, x_next, t, condition, levels, guidance=None):
@@ -22,15 +20,11 @@ def naive_inversion(model, z0, condition, schedule, guidance=None, desc: str = "
     ``guidance=1.0`` gives the pivot trajectory of Null-text and Direct inversion: the
     conditional prompt alone, which guidance 1 would reproduce almost exactly.
     """
-    w = condition.guidance if guidance is None else guidance
-    per = 2 if condition.uncond is not None and w not in (0.0, 1.0) else 1
-    x, states, steps = z0, [z0], []
-    for i in backwards(schedule, desc):
-        start = time.perf_counter()
+    x, rec = z0, Recorder(model, z0)
+    for i in rec.schedule(schedule, desc):
         x, _ = naive_step(model, x, float(schedule.timesteps[i]), condition, schedule.levels(i), guidance)
-        states.insert(0, x)
-        steps.insert(0, step_info(i, per, time.perf_counter() - start, iters=1))
-    return states, steps
+        rec.record(x, iters=1)
+    return rec.states, rec.steps
 
 
 @register("ddim", cost="1 NFE per step")

@@ -8,31 +8,33 @@ no fresh noise (std 0); its map is the plain residual (scale 1). api.denoise_ste
 """
 from __future__ import annotations
 
-import time
-
 import torch
 
 from .. import samplers
-from . import Trace, register, step_info
+from . import SHARED, Recorder, StateKey, register
+
+# DDPM noise maps (N, B, ...) and their noise scale: what api.denoise_step replays
+NOISE_MAPS = {"noise_maps": StateKey(per_step="noise maps",
+                                     unreplayable="its DDPM steps add recorded noise maps, while a stock pipeline "
+                                                  "draws fresh noise"),
+              "noise_eta": SHARED}
 
 
-@register("ddpm_edit_friendly", cost="1 NFE per step, closed form (noise maps)")
+@register("ddpm_edit_friendly", cost="1 NFE per step, closed form (noise maps)", state=NOISE_MAPS)
 @torch.no_grad()
 def invert(model, z0, condition, schedule, *, eta: float = 1.0, seed: int = 0, keep_trajectory: bool = True):
     """Independent noisy latents per level and the DDPM noise maps that chain them (exact)."""
     g = torch.Generator().manual_seed(int(seed))
-    per = 2 if condition.guided else 1
     a, s = schedule.alphas.tolist(), schedule.sigmas.tolist()
     xs = [a[k] * z0 + s[k] * torch.randn(z0.shape, generator=g, dtype=z0.dtype).to(z0.device)
           for k in range(len(schedule))] + [z0]
-    maps, steps = [], []
-    for k in range(len(schedule)):
-        start = time.perf_counter()
+    maps, rec = [], Recorder(model, z0, inverse=False)
+    for k in rec.schedule(schedule, "ddpm_edit_friendly"):
         levels = schedule.levels(k)
         std = samplers.ddpm_noise(*levels, eta=eta)
         mean = samplers.step(model.prediction, xs[k], model.predict(xs[k], float(schedule.timesteps[k]), condition),
                              *levels, noise=std)
         maps.append((xs[k + 1] - mean) / (std or 1.0))
-        steps.append(step_info(k, per, time.perf_counter() - start, noise_std=std))
+        rec.record(None, noise_std=std)
     state = {"noise_maps": torch.stack(maps), "noise_eta": torch.tensor(float(eta))}
-    return Trace(xs[0], xs if keep_trajectory else None, state, steps)
+    return rec.trace(xs[0], state, keep_trajectory, trajectory=xs)

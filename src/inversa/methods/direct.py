@@ -9,28 +9,25 @@ guided by it (attention maps).
 """
 from __future__ import annotations
 
-import time
-
 import torch
 
 from .. import samplers
-from . import Trace, register, step_info
+from . import Recorder, StateKey, register
 from .ddim import naive_inversion
 
 
-@register("direct", cost="1 NFE (inversion) + 1 guided call (2 NFE) per step")
+@register("direct", cost="1 NFE (inversion) + 1 guided call (2 NFE) per step", guided=True,
+          state={"offsets": StateKey(per_step="offsets")})
 @torch.no_grad()
 def invert(model, z0, condition, schedule, *, keep_trajectory: bool = True):
     """DDIM pivot plus per-step offsets that pin the guided source branch onto it (no optimisation)."""
-    pivots, _ = naive_inversion(model, z0, condition, schedule, guidance=1.0, desc="direct pivot")
-    per = 2 if condition.guided else 1
-    offsets, steps = [], []
-    for i in range(len(schedule)):
-        start = time.perf_counter()
+    pivots, pivot_steps = naive_inversion(model, z0, condition, schedule, guidance=1.0, desc="direct pivot")
+    offsets, rec = [], Recorder(model, z0, inverse=False)
+    for i in rec.schedule(schedule, "direct"):
         x = pivots[i]
         out = model.predict(x, float(schedule.timesteps[i]), condition)
         landed = samplers.step(model.prediction, x, out, *schedule.levels(i))
         offsets.append(pivots[i + 1] - landed)
-        steps.append(step_info(i, 1 + per, time.perf_counter() - start,
-                               offset_rms=offsets[-1].flatten(1).pow(2).mean(1).sqrt().double().tolist()))
-    return Trace(pivots[0], pivots if keep_trajectory else None, {"offsets": torch.stack(offsets)}, steps)
+        rec.record(None, nfe=pivot_steps[i]["nfe"],
+                   offset_rms=offsets[-1].flatten(1).pow(2).mean(1).sqrt().double().tolist())
+    return rec.trace(pivots[0], {"offsets": torch.stack(offsets)}, keep_trajectory, trajectory=pivots)

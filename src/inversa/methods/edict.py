@@ -7,13 +7,16 @@ latent ``y_T`` is kept in ``state["coupled"]``; EDICT's own sampler reconstructs
 """
 from __future__ import annotations
 
-import time
-
 import torch
 
 from .. import samplers
 from ..errors import InversaError
-from . import Trace, backwards, register, step_info
+from . import Recorder, StateKey, register
+
+
+# the second latent, batched like x_T and slerped like it
+COUPLED = StateKey(batch_dim=0, mix="slerp",
+                   unreplayable="its sampler steps a coupled pair of latents, which no stock scheduler does")
 
 
 @torch.no_grad()
@@ -31,22 +34,20 @@ def sample(model, inv, schedule, condition):
     return x
 
 
-@register("edict", sample=sample, cost="2 NFE per step, exact (coupled latent)")
+@register("edict", sample=sample, cost="2 NFE per step, exact (coupled latent)", target_negative="source",
+          state={"coupled": COUPLED})
 @torch.no_grad()
 def invert(model, z0, condition, schedule, *, mix: float = 0.93, keep_trajectory: bool = True):
     """Exactly invertible coupled sampler (x, y) with mixing weight ``mix`` (paper: 0.93)."""
     if not 0.0 < mix <= 1.0:
         raise InversaError(f"edict mix must be in (0, 1], got {mix}")
-    per = 2 if condition.guided else 1
-    x, y, states, steps = z0, z0.clone(), [z0], []
-    for i in backwards(schedule, "edict"):
-        start = time.perf_counter()
+    x, y, rec = z0, z0.clone(), Recorder(model, z0)
+    for i in rec.schedule(schedule, "edict"):
         t = float(schedule.timesteps[i])
         A, B = samplers.coefficients(model.prediction, *schedule.levels(i))
         y_mid = (y - (1 - mix) * x) / mix
         x_mid = (x - (1 - mix) * y_mid) / mix
         y = (y_mid - B * model.predict(x_mid, t, condition)) / A
         x = (x_mid - B * model.predict(y, t, condition)) / A
-        states.insert(0, x)
-        steps.insert(0, step_info(i, 2 * per, time.perf_counter() - start))
-    return Trace(x, states if keep_trajectory else None, {"coupled": y}, steps)
+        rec.record(x)
+    return rec.trace(x, {"coupled": y}, keep_trajectory)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import torch
 
 from ..model import Condition
-from . import Trace, register
+from . import StockHook, Trace, register
 from .ddim import naive_inversion
 
 
-@register("negative_prompt", sample=lambda *a: sample(*a), cost="1 NFE per step (no optimisation)")
+@register("negative_prompt", sample=lambda *a: sample(*a), cost="1 NFE per step (no optimisation)",
+          target_negative="source", stock=lambda model, inv: StockHook({"negative_prompt": list(inv.prompts)}))
 def invert(model, z0, condition, schedule, *, keep_trajectory: bool = True):
     """DDIM inversion with the source prompt as unconditional prompt (guidance collapses to the prompt)."""
     states, steps = naive_inversion(model, z0, condition, schedule, guidance=1.0, desc="negative_prompt")

@@ -8,14 +8,12 @@ embeddings are kept in ``state["uncond_hidden"]`` (N, B, L, D), which
 """
 from __future__ import annotations
 
-import time
-
 import torch
 
 from .. import samplers
 from ..errors import InversaError
 from ..model import Embeds
-from . import Trace, register, step_info
+from . import Recorder, StateKey, register
 from .ddim import naive_inversion
 
 
@@ -23,8 +21,8 @@ def tune_embedding(model, x, t: float, start: Embeds, guided, target, A, B, *, i
     """Adam on one step's prompt embedding so that ``A x + B guided(out(embedding))`` lands on ``target``.
 
     ``guided`` combines the tuned branch's output with the fixed one. Returns the embedding's
-    token states, the guided output they give and ``{"nfe", "iters", "residual"}`` (nfe counts the
-    final evaluation when the loop ran out before ``tol``).
+    token states, the guided output they give and ``{"iters", "residual"}`` (one more evaluation
+    follows when the loop ran out before ``tol``).
     """
     var = start.hidden.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([var], lr=lr)
@@ -44,23 +42,23 @@ def tune_embedding(model, x, t: float, start: Embeds, guided, target, A, B, *, i
     if out is None:
         with torch.no_grad():
             out = guided(model.forward(x, t, Embeds(hidden, start.pooled)))
-    return hidden, out, {"nfe": used + (done is None), "iters": used, "residual": loss.detach().double().tolist()}
+    return hidden, out, {"iters": used, "residual": loss.detach().double().tolist()}
 
 
-@register("null_text", cost="2 NFE + K x (fwd+bwd) per step, +1 NFE without early stop (K = iters, stop on tol)")
+@register("null_text", cost="2 NFE + K x (fwd+bwd) per step, +1 NFE without early stop (K = iters, stop on tol)",
+          guided=True, state={"uncond_hidden": StateKey(per_step="null embeddings")})
 def invert(model, z0, condition, schedule, *, iters: int = 10, lr: float = 1e-2, tol: float = 1e-5,
            keep_trajectory: bool = True):
     """Per-step optimised unconditional embedding that makes guided sampling follow the DDIM pivot."""
     if condition.uncond is None:
         raise InversaError("null_text optimises the unconditional embedding: invert with guidance != 1")
     n, w = z0.shape[0], condition.guidance
-    pivots, _ = naive_inversion(model, z0, condition, schedule, guidance=1.0, desc="null_text pivot")
+    pivots, pivot_steps = naive_inversion(model, z0, condition, schedule, guidance=1.0, desc="null_text pivot")
     uncond = condition.uncond.expand(n)
     null, pooled = uncond.hidden.detach().clone(), uncond.pooled
     cond = condition.cond.expand(n)
-    x, states, steps, nulls = pivots[0], [pivots[0]], [], []
-    for i in range(len(schedule)):
-        start = time.perf_counter()
+    x, nulls, rec = pivots[0], [], Recorder(model, pivots[0], inverse=False)
+    for i in rec.schedule(schedule, "null_text"):
         t, levels = float(schedule.timesteps[i]), schedule.levels(i)
         A, B = samplers.coefficients(model.prediction, *levels)
         with torch.no_grad():
@@ -69,6 +67,5 @@ def invert(model, z0, condition, schedule, *, iters: int = 10, lr: float = 1e-2,
                                          A, B, iters=iters, lr=lr, tol=tol)
         x = (A * x + B * out).detach()
         nulls.append(null)
-        states.append(x)
-        steps.append(step_info(i, 2 + info.pop("nfe"), time.perf_counter() - start, **info))
-    return Trace(pivots[0], states if keep_trajectory else None, {"uncond_hidden": torch.stack(nulls)}, steps)
+        rec.record(x, nfe=pivot_steps[i]["nfe"], **info)
+    return rec.trace(pivots[0], {"uncond_hidden": torch.stack(nulls)}, keep_trajectory)

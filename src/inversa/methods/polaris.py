@@ -9,14 +9,13 @@ per sample in ``state['guidance_w']`` keyed by ``state['guidance_t']``, which
 """
 from __future__ import annotations
 
-import time
 from typing import Literal
 
 import torch
 
 from .. import samplers
 from ..errors import InversaError
-from . import Trace, backwards, register
+from . import SHARED, Recorder, StateKey, register
 from .fixed_point import VARIANTS, solve_step
 
 BASES = ("ddim", "fixed_point")
@@ -34,7 +33,8 @@ def polaris_scale(u, c, prev_u, prev_c, low: float = 0.0, high: float = 15.0, ti
     return torch.where(den > tiny, w.clamp(low, high), torch.ones_like(w)).cpu()  # per-sample scalars: CPU
 
 
-@register("polaris", cost="base cost (+1 NFE per step with base=fixed_point)")
+@register("polaris", cost="base cost (+1 NFE per step with base=fixed_point)", guided=True,
+          state={"guidance_t": SHARED, "guidance_w": StateKey()})
 @torch.no_grad()
 def invert(model, z0, condition, schedule, *, base: Literal[BASES] = "ddim", iters: int = 10, tol: float = 1e-10,
            variant: Literal[VARIANTS] = "anderson", depth: int = 4, w_max: float = 15.0, keep_trajectory: bool = True):
@@ -43,12 +43,10 @@ def invert(model, z0, condition, schedule, *, base: Literal[BASES] = "ddim", ite
         raise InversaError(f"unknown polaris base {base!r}; expected one of {', '.join(BASES)}")
     if not condition.guided:
         raise InversaError("polaris needs classifier-free guidance: give a guidance scale other than 1")
-    n = z0.shape[0]
-    x, states, steps = z0, [z0], []
+    x, rec = z0, Recorder(model, z0)
     prev_u = prev_c = None
     ts, ws = [], []
-    for i in backwards(schedule, f"polaris[{base}]"):
-        start, nfe0 = time.perf_counter(), model.nfe
+    for i in rec.schedule(schedule, f"polaris[{base}]"):
         t, levels = float(schedule.timesteps[i]), schedule.levels(i)
         u, c = model.predict_parts(x, t, condition)
         w = polaris_scale(u, c, prev_u, prev_c, high=w_max)
@@ -62,10 +60,7 @@ def invert(model, z0, condition, schedule, *, base: Literal[BASES] = "ddim", ite
         x = x_naive
         ts.insert(0, t)
         ws.insert(0, w)
-        states.insert(0, x)
-        entry = {"step": i, "guidance": w.tolist(), "nfe": (model.nfe - nfe0) / n, "seconds": time.perf_counter() - start}
-        if info:
-            entry.update(residual=info["residual"].tolist(), iters=info["iters"].tolist())
-        steps.insert(0, entry)
+        solved = {"residual": info["residual"].tolist(), "iters": info["iters"].tolist()} if info else {}
+        rec.record(x, guidance=w.tolist(), **solved)
     state = {"guidance_t": torch.tensor(ts, dtype=torch.float64), "guidance_w": torch.stack(ws)}
-    return Trace(x, states if keep_trajectory else None, state, steps)
+    return rec.trace(x, state, keep_trajectory)

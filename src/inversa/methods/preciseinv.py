@@ -34,18 +34,15 @@ from ..errors import InversaError
 from ..solvers import (JVPS, SOLVERS, StepProblem, msr, solve_anderson, solve_gauss_newton, solve_hybrid,
                        solve_lbfgs, solve_newton, solve_paper)
 from . import Trace, backwards, register
+from .ddpm_edit_friendly import NOISE_MAPS
 
 SAMPLERS = ("ddim", "ddpm")
 PAPER_ETA = {"fast": 1e-2, "precise": 1e-5}
 
 
 def paper_lr(model) -> float:
-    """The paper's AdamW learning rate by family: SD1.4 0.1, LCM-SD1.5 / SDXL 0.05, SD3 0.025."""
-    if model.prediction == "flow":
-        return 0.025
-    if model.family in ("lcm", "sdxl"):
-        return 0.05
-    return 0.1
+    """The paper's AdamW learning rate, which each family declares (SD1.4 0.1, LCM-SD1.5 / SDXL 0.05, SD3 0.025)."""
+    return model.paper_lr if model.paper_lr is not None else 0.025 if model.prediction == "flow" else 0.1
 
 
 DEFAULT_TOL = 1e-9
@@ -104,7 +101,7 @@ def solve(model, x_next, t, condition, levels, *, solver="hybrid", eta=None, res
     return solve_anderson(problem, x_init, eta=goal, max_iters=max_iters or 20, depth=depth)
 
 
-@register("preciseinv", cost="(NFE per solver iteration) x iters per step")
+@register("preciseinv", cost="(NFE per solver iteration) x iters per step", state=NOISE_MAPS)
 @torch.no_grad()
 def invert(model, z0, condition, schedule, *, solver: Literal[SOLVERS] = "hybrid", residual_tol: float = DEFAULT_TOL,
            eta: float = -1.0, rtol: float = 0.0,

@@ -15,14 +15,12 @@ rows sampled with the inverted prompt use ``c_t``, rows with another (target) pr
 """
 from __future__ import annotations
 
-import time
-
 import torch
 
 from .. import samplers
 from ..errors import InversaError
 from ..model import Condition, Embeds
-from . import Trace, register, step_info
+from . import Recorder, StateKey, register
 from .ddim import naive_inversion
 from .null_text import tune_embedding
 
@@ -37,10 +35,7 @@ def check_beta(beta: float) -> None:
 @torch.no_grad()
 def sample(model, inv, schedule, condition):
     """Guided sampling with the tuned ``c_t`` (inverted prompt) or its mix with the target prompt."""
-    tuned = inv.state["cond_hidden"]
-    if tuned.shape[0] != len(schedule):
-        raise InversaError(f"this inversion holds per-step prompt embeddings for {tuned.shape[0]} steps; "
-                           f"sample with the same number of steps, not {len(schedule)}")
+    tuned = inv.state["cond_hidden"]  # as many steps as the schedule: checked from the registration
     n, beta = inv.x_T.shape[0], float(inv.config.get("beta", BETA))
     cond = condition.cond.expand(n)
     inverted = model.encode_prompt(list(inv.prompts)).expand(n).hidden.to(cond.hidden)
@@ -57,7 +52,8 @@ def sample(model, inv, schedule, condition):
 
 
 @register("prompt_tuning", sample=sample,
-          cost="2 NFE + K x (fwd+bwd) per step, +1 NFE without early stop (K = iters, stop on tol)")
+          cost="2 NFE + K x (fwd+bwd) per step, +1 NFE without early stop (K = iters, stop on tol)",
+          guided=True, state={"cond_hidden": StateKey(per_step="prompt embeddings")})
 def invert(model, z0, condition, schedule, *, iters: int = 10, lr: float = 1e-2, tol: float = 1e-5,
            beta: float = BETA, keep_trajectory: bool = True):
     """Per-step conditional embedding tuned so guided sampling follows the guidance-0 DDIM pivot."""
@@ -65,13 +61,12 @@ def invert(model, z0, condition, schedule, *, iters: int = 10, lr: float = 1e-2,
     if condition.uncond is None:
         raise InversaError("prompt_tuning tunes the conditional embedding under guidance: invert with guidance != 1")
     n, w = z0.shape[0], condition.guidance
-    pivots, _ = naive_inversion(model, z0, condition, schedule, guidance=0.0, desc="prompt_tuning pivot")
+    pivots, pivot_steps = naive_inversion(model, z0, condition, schedule, guidance=0.0, desc="prompt_tuning pivot")
     cond = condition.cond.expand(n)
     hidden, pooled = cond.hidden.detach().clone(), cond.pooled
     uncond = condition.uncond.expand(n)
-    x, states, steps, tuned = pivots[0], [pivots[0]], [], []
-    for i in range(len(schedule)):
-        start = time.perf_counter()
+    x, tuned, rec = pivots[0], [], Recorder(model, pivots[0], inverse=False)
+    for i in rec.schedule(schedule, "prompt_tuning"):
         t = float(schedule.timesteps[i])
         A, B = samplers.coefficients(model.prediction, *schedule.levels(i))
         with torch.no_grad():
@@ -80,6 +75,5 @@ def invert(model, z0, condition, schedule, *, iters: int = 10, lr: float = 1e-2,
                                            pivots[i + 1], A, B, iters=iters, lr=lr, tol=tol)
         x = (A * x + B * out).detach()
         tuned.append(hidden)
-        states.append(x)
-        steps.append(step_info(i, 2 + info.pop("nfe"), time.perf_counter() - start, **info))
-    return Trace(pivots[0], states if keep_trajectory else None, {"cond_hidden": torch.stack(tuned)}, steps)
+        rec.record(x, nfe=pivot_steps[i]["nfe"], **info)
+    return rec.trace(pivots[0], {"cond_hidden": torch.stack(tuned)}, keep_trajectory)

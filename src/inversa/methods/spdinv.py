@@ -23,7 +23,6 @@ gives the target branch the source prompt as negative (default: the empty prompt
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
@@ -32,7 +31,7 @@ from torch import Tensor
 from .. import samplers
 from ..errors import InversaError
 from ..solvers import StepProblem, solve_paper
-from . import Trace, backwards, register, step_info
+from . import Recorder, StateKey, Trace, register
 
 
 @dataclass
@@ -74,20 +73,16 @@ def refine(model, z0, condition, schedule, *, iters: int, lr: float, tol: float,
     The papers invert at guidance 1 (the default, and ``inversa edit``'s); another guidance
     refines the guided step, which reconstruction replays.
     """
-    n = z0.shape[0]
-    x, chain, steps = z0, [z0], []
-    for i in backwards(schedule, desc):
-        start, nfe0 = time.perf_counter(), model.nfe
+    x, rec = z0, Recorder(model, z0)
+    for i in rec.schedule(schedule, desc):
         t, levels = float(schedule.timesteps[i]), schedule.levels(i)
         out = model.predict(x, t, condition)
         x_init = samplers.invert_step(model.prediction, x, out, *levels)
         problem = ReferenceStep(model, t, condition, levels, x, z0=z0, weight=ref_weight)
         x_i, info = solve_paper(problem, x_init, z0, 0.0, 1.0, lr=lr, eta=tol, max_iters=iters)  # x = 0 z0 + 1 z_t
         x = x_i.to(z0.dtype)
-        chain.insert(0, x)
-        steps.insert(0, step_info(i, (model.nfe - nfe0) / n, time.perf_counter() - start,
-                                  iters=info["iters"].tolist(), residual=info["residual"].tolist()))
-    return Trace(x, chain if keep_trajectory else None, {"chain": torch.stack(chain)}, steps)
+        rec.record(x, iters=info["iters"].tolist(), residual=info["residual"].tolist())
+    return rec.trace(x, {"chain": torch.stack(rec.states)}, keep_trajectory)
 
 
 @torch.no_grad()
@@ -114,7 +109,10 @@ def sample(model, inv, schedule, condition):
     return x
 
 
-@register("spdinv", sample=sample, cost="1 NFE + up to K x (fwd+bwd) per step (K = iters, stop on tol)")
+CHAIN = {"chain": StateKey()}  # the latent chain (N+1, B, ...), noisiest first
+
+
+@register("spdinv", sample=sample, state=CHAIN, cost="1 NFE + up to K x (fwd+bwd) per step (K = iters, stop on tol)")
 def invert(model, z0, condition, schedule, *, iters: int = 25, lr: float = 1e-3, tol: float = 5e-6,
            prox: float = 0.0, pull: float = 0.0, keep_trajectory: bool = True):
     """Naive step with the source prompt, then AdamW on z_t until its step lands on z_{t-1} (SPDInv)."""
@@ -123,7 +121,7 @@ def invert(model, z0, condition, schedule, *, iters: int = 25, lr: float = 1e-3,
                   keep_trajectory=keep_trajectory, desc="spdinv")
 
 
-@register("dci", sample=sample, cost="1 NFE + up to K x (fwd+bwd) per step (K = 5)")
+@register("dci", sample=sample, state=CHAIN, cost="1 NFE + up to K x (fwd+bwd) per step (K = 5)")
 def invert_dci(model, z0, condition, schedule, *, iters: int = 5, lr: float = 1e-3, tol: float = 5e-6,
                ref_weight: float = 2.0, prox: float = 0.0, pull: float = 0.0, keep_trajectory: bool = True):
     """SPDInv's loop with the noise prediction moved towards the image's own noise at that level (DCI)."""
