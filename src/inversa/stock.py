@@ -151,6 +151,10 @@ def stock_callback(pipe, inv: Inversion) -> StockReplay:
     if model.family == "flux":  # packed latents, true CFG and separate negative embeddings: not replayed here
         raise InversaError("stock_callback does not drive FluxPipeline; for ddim, fixed_point and preciseinv "
                            "call pipe(prompt, latents=inversa.families.flux.pack(inv.x_T), ...)")
+    refusal = getattr(model, "stock_callback_refusal", None)  # a family whose stock loop a callback cannot steer
+    if refusal and (inv.state or inv.method in ("cfgpp", "negative_prompt")):
+        raise InversaError(f"a stock {type(model.pipe).__name__} cannot replay a {inv.method} inversion: {refusal}; "
+                           f"use inversa.reconstruct")
     if inv.method == "cfgpp" and model.family == "lcm":
         raise InversaError("a stock LCM pipeline cannot replay a cfgpp inversion: it embeds its guidance and runs "
                            "no unconditional branch; use inversa.reconstruct")

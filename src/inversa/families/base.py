@@ -70,6 +70,12 @@ class DiffusersModel(Model):
         """Latent sides must be multiples of this (UNet downsampling, transformer patches)."""
         raise NotImplementedError
 
+    @property
+    def latent_channels(self) -> int | None:
+        """Channels of the latents the methods see (a family that patchifies them says so)."""
+        cfg = self.vae.config if self.vae is not None else {}
+        return cfg.get("latent_channels") or cfg.get("z_dim")
+
     def check_size(self, height: int, width: int) -> None:
         k = self.vae_scale * self.latent_multiple
         if height % k or width % k or height < k or width < k:
