@@ -15,7 +15,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 STEPS = 3
 SIZE = 32  # pixels: 8x8 model latents for FLUX.2 (VAE x2, patchify x2), 16x16 packed 2x2 for the others
-TOKENS = 64  # text tokens: the pipelines' 512 would spend the suite's time in the text encoders
+TOKENS = 64  # text tokens of the families that pad prompts: 512 would spend the suite's time in the text encoders
+PADDED = ("flux2-klein",)
 REPLAYABLE = {"ddim": {}, "fixed_point": {"iters": 2}, "preciseinv": {"max_iters": 1, "krylov": 2},
               "uni_inv": {}, "rf_inversion": {}}  # their x_T is sampled by the plain Euler step
 OWN_SAMPLER = ("rf_solver", "fireflow")  # second-order samplers: inversa reconstructs, a stock Euler loop cannot
@@ -33,7 +34,8 @@ def flow_model(tiny_model):
 
     def get(family):
         model = tiny_model(family, "float64")
-        model.max_sequence_length = TOKENS
+        if family in PADDED:
+            model.max_sequence_length = TOKENS
         return model
 
     return get
@@ -49,7 +51,7 @@ def stock_latents(model, prompts, x_T, steps, **kw):
     """The user's own pipeline from ``x_T``, its final latent back in the (B, C, H, W) space the methods see."""
     h, w = x_T.shape[-2:]
     size = dict(height=h * model.vae_scale, width=w * model.vae_scale, num_inference_steps=steps, output_type="latent",
-                max_sequence_length=TOKENS)
+                max_sequence_length=model.max_sequence_length)
     pipe = stock_pipe(model)
     if model.family == "flux2":  # takes the patchified latent, returns the raw VAE latent
         return flux2.to_model_latent(model.vae, pipe(prompt=prompts, latents=x_T, **size, **kw).images)
@@ -58,6 +60,7 @@ def stock_latents(model, prompts, x_T, steps, **kw):
 
 FAMILY_CALLS = {  # family -> (guidance for invert, stock call keywords)
     "flux2-klein": (2.0, {"guidance_scale": 2.0}),
+    "qwenimage": (2.0, {"true_cfg_scale": 2.0, "negative_prompt": ""}),
 }
 
 
@@ -129,4 +132,22 @@ def test_side_state_replay_is_refused_with_the_reason(family, flow_model):
     model = flow_model(family)
     inv = invert(model, _image(), "a red circle", method="polaris", steps=2, guidance=2.0)
     with pytest.raises(InversaError, match=f"cannot replay a polaris inversion: .+; use inversa.reconstruct"):
+        stock_callback(model.pipe, inv)
+
+
+def test_qwenimage_pads_prompts_to_one_length_and_rescales_guidance(flow_model):
+    from inversa.families.qwenimage import pad_tokens, token_norms
+
+    model = flow_model("qwenimage")
+    short, long = model.encode_prompt(["a"]), model.encode_prompt(["a red circle on a blue background"])
+    assert short.hidden.shape[1] < long.hidden.shape[1] and bool(short.pooled.all())
+    padded = pad_tokens(short, long.hidden.shape[1])
+    z = model.encode(_image())
+    assert float(relative_error(model.forward(z, 500.0, padded), model.forward(z, 500.0, short)).max()) < 1e-12
+    cond = model.condition("a red circle", guidance=3.0, negative="a blue star on a white background")
+    out = model.predict(z, 500.0, cond)
+    c = model.forward(z, 500.0, cond.cond)
+    assert torch.allclose(token_norms(out), token_norms(c)) and not torch.allclose(out, c)
+    inv = invert(model, _image(), "a red circle", method="ddim", steps=2)
+    with pytest.raises(InversaError, match="cannot replay a ddim inversion: it takes packed latents.*flux.pack"):
         stock_callback(model.pipe, inv)

@@ -152,7 +152,7 @@ def stock_callback(pipe, inv: Inversion) -> StockReplay:
         raise InversaError("stock_callback does not drive FluxPipeline; for ddim, fixed_point and preciseinv "
                            "call pipe(prompt, latents=inversa.families.flux.pack(inv.x_T), ...)")
     refusal = getattr(model, "stock_callback_refusal", None)  # a family whose stock loop a callback cannot steer
-    if refusal and (inv.state or inv.method in ("cfgpp", "negative_prompt")):
+    if refusal and (inv.state or inv.method in ("cfgpp", "negative_prompt") or getattr(model, "packs_latents", False)):
         raise InversaError(f"a stock {type(model.pipe).__name__} cannot replay a {inv.method} inversion: {refusal}; "
                            f"use inversa.reconstruct")
     if inv.method == "cfgpp" and model.family == "lcm":

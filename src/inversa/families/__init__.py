@@ -15,11 +15,12 @@ from .base import SUPPORTED, DiffusersModel
 from .flux import FluxModel
 from .flux2 import Flux2Model
 from .lcm import LCMModel
+from .qwenimage import QwenImageModel
 from .sd import SDModel
 from .sd3 import SD3Model
 from .sdxl import SDXLModel
 
-FAMILIES = (Flux2Model, FluxModel, SD3Model, SDXLModel, LCMModel, SDModel)  # most specific first
+FAMILIES = (Flux2Model, QwenImageModel, FluxModel, SD3Model, SDXLModel, LCMModel, SDModel)  # most specific first
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 

@@ -56,7 +56,8 @@ class DiffusersModel(Model):
         self.dtype = self.net.dtype
         # latents and outputs stay float32, or float64 for a float64 model (exactness tests)
         self.work_dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
-        self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 1
+        blocks = self.vae.config.get("block_out_channels") if self.vae is not None else None  # a family may set its own
+        self.vae_scale = 2 ** (len(blocks) - 1) if blocks else 1
         self.nfe = 0
 
     @classmethod

@@ -51,7 +51,43 @@ def flux2_klein(seed: int = 0):
                                 tokenizer=tok, transformer=net)
 
 
-BUILDERS = {"flux2-klein": flux2_klein}
+def _qwen25_vl(tok, seed: int):
+    """A tiny Qwen2.5-VL (the vision tower is built but never used for text prompts)."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    special = tok.convert_tokens_to_ids("<|im_start|>")
+    cfg = Qwen2_5_VLConfig(
+        text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048,
+                         rope_scaling={"type": "mrope", "mrope_section": [2, 2, 4]}, pad_token_id=tok.pad_token_id,
+                         bos_token_id=special, eos_token_id=tok.eos_token_id),
+        vision_config=dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=32, patch_size=2,
+                           spatial_merge_size=1, temporal_patch_size=1, fullatt_block_indexes=[0], window_size=4),
+        image_token_id=special, video_token_id=special, vision_start_token_id=special)
+    torch.manual_seed(seed)
+    return Qwen2_5_VLForConditionalGeneration(cfg).eval()
+
+
+def qwenimage(seed: int = 0):
+    """QwenImagePipeline: Qwen2.5-VL text, a 2x Wan-style VAE with per-channel mean/std, Qwen-Image's schedule quirks."""
+    import diffusers as d
+
+    tok = make_qwen_tokenizer(1024)
+    torch.manual_seed(seed)
+    vae = d.AutoencoderKLQwenImage(base_dim=16, z_dim=4, dim_mult=[1, 2], num_res_blocks=1, temperal_downsample=[False],
+                                   latents_mean=[0.1, -0.2, 0.3, 0.0], latents_std=[1.5, 0.8, 1.2, 2.0]).eval()
+    torch.manual_seed(seed)
+    net = d.QwenImageTransformer2DModel(patch_size=2, in_channels=16, out_channels=4, num_layers=2, attention_head_dim=8,
+                                        num_attention_heads=2, joint_attention_dim=32, axes_dims_rope=(2, 2, 4)).eval()
+    # the published config's kind: dynamic exponential shift over a longer range, and a terminal sigma of 0.02
+    sched = d.FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=0.9,
+                                              base_image_seq_len=256, max_image_seq_len=8192, shift_terminal=0.02,
+                                              time_shift_type="exponential")
+    return d.QwenImagePipeline(scheduler=sched, vae=vae, text_encoder=_qwen25_vl(tok, seed), tokenizer=tok,
+                               transformer=net)
+
+
+BUILDERS = {"flux2-klein": flux2_klein, "qwenimage": qwenimage}
 
 
 def build(family: str, seed: int = 0):
