@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 STEPS = 3
 SIZE = 32  # pixels: 8x8 model latents for FLUX.2 (VAE x2, patchify x2), 16x16 packed 2x2 for the others
 TOKENS = 64  # text tokens of the families that pad prompts: 512 would spend the suite's time in the text encoders
-PADDED = ("flux2-klein",)
+PADDED = ("flux2-klein", "chroma")
 REPLAYABLE = {"ddim": {}, "fixed_point": {"iters": 2}, "preciseinv": {"max_iters": 1, "krylov": 2},
               "uni_inv": {}, "rf_inversion": {}}  # their x_T is sampled by the plain Euler step
 OWN_SAMPLER = ("rf_solver", "fireflow")  # second-order samplers: inversa reconstructs, a stock Euler loop cannot
@@ -61,6 +61,7 @@ def stock_latents(model, prompts, x_T, steps, **kw):
 FAMILY_CALLS = {  # family -> (guidance for invert, stock call keywords)
     "flux2-klein": (2.0, {"guidance_scale": 2.0}),
     "qwenimage": (2.0, {"true_cfg_scale": 2.0, "negative_prompt": ""}),
+    "chroma": (2.0, {"guidance_scale": 2.0}),
 }
 
 
@@ -151,3 +152,15 @@ def test_qwenimage_pads_prompts_to_one_length_and_rescales_guidance(flow_model):
     inv = invert(model, _image(), "a red circle", method="ddim", steps=2)
     with pytest.raises(InversaError, match="cannot replay a ddim inversion: it takes packed latents.*flux.pack"):
         stock_callback(model.pipe, inv)
+
+
+def test_chroma_masks_all_but_the_first_padding_token(flow_model):
+    from inversa.model import Embeds
+
+    model = flow_model("chroma")
+    e = model.encode_prompt(["a red circle", "a"])
+    real = model.pipe.tokenizer(["a red circle", "a"], padding="max_length", max_length=TOKENS).attention_mask
+    assert e.pooled.sum(1).tolist() == [sum(r) + 1 for r in real] and e.hidden.shape[1] == TOKENS
+    z = model.encode(_image()).expand(2, -1, -1, -1)
+    unmasked = model.forward(z, 500.0, Embeds(e.hidden, torch.ones_like(e.pooled)))
+    assert float(relative_error(model.forward(z, 500.0, e), unmasked).min()) > 1e-3

@@ -87,7 +87,27 @@ def qwenimage(seed: int = 0):
                                transformer=net)
 
 
-BUILDERS = {"flux2-klein": flux2_klein, "qwenimage": qwenimage}
+def chroma(seed: int = 0):
+    """ChromaPipeline: FLUX.1's tiny layout with a T5 encoder only and no guidance embedding."""
+    import diffusers as d
+
+    from .random_pipelines import _t5_encoder, _vae
+    from .vocab import make_t5_tokenizer
+
+    torch.manual_seed(seed)
+    net = d.ChromaTransformer2DModel(in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8,
+                                     num_attention_heads=2, joint_attention_dim=32, axes_dims_rope=(2, 2, 4),
+                                     approximator_num_channels=16, approximator_hidden_dim=32,
+                                     approximator_layers=1).eval()
+    vae = _vae(seed, shift_factor=0.1159, scaling_factor=0.3611, use_quant_conv=False, use_post_quant_conv=False)
+    tok = make_t5_tokenizer()
+    sched = d.FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                              base_image_seq_len=256, max_image_seq_len=4096)
+    return d.ChromaPipeline(scheduler=sched, vae=vae, text_encoder=_t5_encoder(tok, 32, seed), tokenizer=tok,
+                            transformer=net)
+
+
+BUILDERS = {"flux2-klein": flux2_klein, "qwenimage": qwenimage, "chroma": chroma}
 
 
 def build(family: str, seed: int = 0):
