@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 STEPS = 3
 SIZE = 32  # pixels: 8x8 model latents for FLUX.2 (VAE x2, patchify x2), 16x16 packed 2x2 for the others
 TOKENS = 64  # text tokens of the families that pad prompts: 512 would spend the suite's time in the text encoders
-PADDED = ("flux2-klein", "chroma")
+PADDED = ("flux2-klein", "chroma", "kontext")
 REPLAYABLE = {"ddim": {}, "fixed_point": {"iters": 2}, "preciseinv": {"max_iters": 1, "krylov": 2},
               "uni_inv": {}, "rf_inversion": {}}  # their x_T is sampled by the plain Euler step
 OWN_SAMPLER = ("rf_solver", "fireflow")  # second-order samplers: inversa reconstructs, a stock Euler loop cannot
@@ -55,6 +55,8 @@ def stock_latents(model, prompts, x_T, steps, **kw):
     pipe = stock_pipe(model)
     if model.family == "flux2":  # takes the patchified latent, returns the raw VAE latent
         return flux2.to_model_latent(model.vae, pipe(prompt=prompts, latents=x_T, **size, **kw).images)
+    if model.family == "flux-kontext":  # the reference as a latent; max_area, or it renders at 1024x1024
+        kw = {"image": model.reference, "max_area": size["height"] * size["width"], **kw}
     return flux.unpack(pipe(prompt=prompts, latents=flux.pack(x_T), **size, **kw).images, h, w)
 
 
@@ -62,6 +64,7 @@ FAMILY_CALLS = {  # family -> (guidance for invert, stock call keywords)
     "flux2-klein": (2.0, {"guidance_scale": 2.0}),
     "qwenimage": (2.0, {"true_cfg_scale": 2.0, "negative_prompt": ""}),
     "chroma": (2.0, {"guidance_scale": 2.0}),
+    "kontext": (2.0, {"guidance_scale": 3.5, "true_cfg_scale": 2.0, "negative_prompt": ""}),
 }
 
 
@@ -164,3 +167,31 @@ def test_chroma_masks_all_but_the_first_padding_token(flow_model):
     z = model.encode(_image()).expand(2, -1, -1, -1)
     unmasked = model.forward(z, 500.0, Embeds(e.hidden, torch.ones_like(e.pooled)))
     assert float(relative_error(model.forward(z, 500.0, e), unmasked).min()) > 1e-3
+
+
+def test_kontext_inverts_conditioned_on_its_reference(flow_model):
+    model = flow_model("kontext")
+    source, other = _image(0), _image(1)
+    inv = invert(model, source, "a red circle", method="fixed_point", steps=STEPS, iters=4)
+    assert torch.equal(model.reference, inv.z0)  # the inverted image is its own reference
+    ours = reconstruct(model, inv, decode=False)
+    model.set_reference(other)  # pinned: encoding another image keeps it
+    model.encode(source)
+    moved = reconstruct(model, inv, decode=False)
+    model.set_reference(None)
+    assert float(relative_error(moved, ours).max()) > 1e-3  # the reference conditions every step
+    model.reference = None
+    with pytest.raises(InversaError, match="Kontext needs its reference image"):
+        reconstruct(model, inv, decode=False)
+
+
+@pytest.mark.parametrize("family", FAMILY_CALLS)
+def test_edit_shares_the_source_keys_and_values(family, flow_model):
+    from inversa.edit import edit
+
+    model = flow_model(family)
+    kw = dict(steps=2, guidance=1.0, size=SIZE)
+    plain = edit(model, _image().float(), "a red circle", "a blue star", self_replace=0.0, **kw)
+    shared = edit(model, _image().float(), "a red circle", "a blue star", self_replace=1.0, **kw)
+    assert plain.shape == shared.shape == (1, 3, SIZE, SIZE) and torch.isfinite(shared).all()
+    assert float((plain - shared).abs().max()) > 1e-6  # the sharing changed the target branch (else bit-equal)

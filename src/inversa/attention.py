@@ -272,8 +272,9 @@ class SharingProcessor:
         if encoder_hidden_states is not None:
             injector.image_tokens = hidden_states.shape[1]
         tokens = injector.image_tokens or hidden_states.shape[1]
+        # FLUX.2's single blocks fuse q, k, v and the MLP into one projection: they keep their own keys
         hooks = [proj.register_forward_hook(lambda module, inputs, out: injector.share(out, tokens))
-                 for proj in (attn.to_k, attn.to_v)]
+                 for proj in (getattr(attn, "to_k", None), getattr(attn, "to_v", None)) if proj is not None]
         try:
             return self.inner(attn, hidden_states, encoder_hidden_states, *args, **kwargs)
         finally:

@@ -107,7 +107,17 @@ def chroma(seed: int = 0):
                             transformer=net)
 
 
-BUILDERS = {"flux2-klein": flux2_klein, "qwenimage": qwenimage, "chroma": chroma}
+def kontext(seed: int = 0):
+    """FluxKontextPipeline: the tiny FLUX.1-dev's components (CLIP + T5, guidance embedding)."""
+    import diffusers as d
+
+    from .random_pipelines import build_pipeline
+
+    parts = build_pipeline("flux", seed).components
+    return d.FluxKontextPipeline(**parts)
+
+
+BUILDERS = {"flux2-klein": flux2_klein, "qwenimage": qwenimage, "chroma": chroma, "kontext": kontext}
 
 
 def build(family: str, seed: int = 0):
