@@ -16,7 +16,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 STEPS = 3
 SIZE = 32  # pixels: 8x8 model latents for FLUX.2 (VAE x2, patchify x2), 16x16 packed 2x2 for the others
 TOKENS = 64  # text tokens of the families that pad prompts: 512 would spend the suite's time in the text encoders
-PADDED = ("flux2-klein", "chroma", "kontext")
+SINGLE_STREAM = ("lumina2", "zimage")  # text and image tokens in one self-attention: nothing to inject into
+PADDED = ("flux2-klein", "chroma", "kontext", "lumina2")
 REPLAYABLE = {"ddim": {}, "fixed_point": {"iters": 2}, "preciseinv": {"max_iters": 1, "krylov": 2},
               "uni_inv": {}, "rf_inversion": {}}  # their x_T is sampled by the plain Euler step
 OWN_SAMPLER = ("rf_solver", "fireflow")  # second-order samplers: inversa reconstructs, a stock Euler loop cannot
@@ -53,6 +54,8 @@ def stock_latents(model, prompts, x_T, steps, **kw):
     size = dict(height=h * model.vae_scale, width=w * model.vae_scale, num_inference_steps=steps, output_type="latent",
                 max_sequence_length=model.max_sequence_length)
     pipe = stock_pipe(model)
+    if model.family == "lumina2":  # unpacked latents
+        return pipe(prompt=prompts, latents=x_T, **size, **kw).images
     if model.family == "flux2":  # takes the patchified latent, returns the raw VAE latent
         return flux2.to_model_latent(model.vae, pipe(prompt=prompts, latents=x_T, **size, **kw).images)
     if model.family == "flux-kontext":  # the reference as a latent; max_area, or it renders at 1024x1024
@@ -65,6 +68,7 @@ FAMILY_CALLS = {  # family -> (guidance for invert, stock call keywords)
     "qwenimage": (2.0, {"true_cfg_scale": 2.0, "negative_prompt": ""}),
     "chroma": (2.0, {"guidance_scale": 2.0}),
     "kontext": (2.0, {"guidance_scale": 3.5, "true_cfg_scale": 2.0, "negative_prompt": ""}),
+    "lumina2": (2.0, {"guidance_scale": 2.0}),
 }
 
 
@@ -186,11 +190,17 @@ def test_kontext_inverts_conditioned_on_its_reference(flow_model):
 
 
 @pytest.mark.parametrize("family", FAMILY_CALLS)
-def test_edit_shares_the_source_keys_and_values(family, flow_model):
+def test_edit_shares_the_source_keys_and_values_or_refuses(family, flow_model):
     from inversa.edit import edit
 
     model = flow_model(family)
     kw = dict(steps=2, guidance=1.0, size=SIZE)
+    if family in SINGLE_STREAM:
+        with pytest.raises(InversaError, match="injection does not apply to .*single-stream"):
+            edit(model, _image().float(), "a red circle", "a blue star", self_replace=1.0, **kw)
+        out = edit(model, _image().float(), "a red circle", "a blue star", cross_replace=0.0, self_replace=0.0, **kw)
+        assert out.shape == (1, 3, SIZE, SIZE) and torch.isfinite(out).all()
+        return
     plain = edit(model, _image().float(), "a red circle", "a blue star", self_replace=0.0, **kw)
     shared = edit(model, _image().float(), "a red circle", "a blue star", self_replace=1.0, **kw)
     assert plain.shape == shared.shape == (1, 3, SIZE, SIZE) and torch.isfinite(shared).all()

@@ -17,12 +17,13 @@ from .flux import FluxModel
 from .flux2 import Flux2Model
 from .kontext import KontextModel
 from .lcm import LCMModel
+from .lumina2 import Lumina2Model
 from .qwenimage import QwenImageModel
 from .sd import SDModel
 from .sd3 import SD3Model
 from .sdxl import SDXLModel
 
-FAMILIES = (Flux2Model, QwenImageModel, ChromaModel, KontextModel, FluxModel, SD3Model, SDXLModel, LCMModel, SDModel)  # most specific first
+FAMILIES = (Flux2Model, QwenImageModel, ChromaModel, KontextModel, Lumina2Model, FluxModel, SD3Model, SDXLModel, LCMModel, SDModel)  # most specific first
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 

@@ -40,3 +40,14 @@ def make_qwen_tokenizer(max_length: int = 512):
     tok.add_special_tokens({"additional_special_tokens": list(SPECIAL[1:])})
     tok.chat_template = CHAT_TEMPLATE
     return tok
+
+
+def make_gemma_tokenizer():
+    """A ``GemmaTokenizer`` over single characters (word starts marked by U+2581, as SentencePiece does)."""
+    import string
+
+    from transformers import GemmaTokenizer
+
+    chars = ["\u2581"] + list(string.ascii_letters + string.digits + string.punctuation)
+    vocab = {t: i for i, t in enumerate(["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"] + chars)}
+    return GemmaTokenizer(vocab=vocab, merges=[])

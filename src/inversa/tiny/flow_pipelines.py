@@ -117,7 +117,30 @@ def kontext(seed: int = 0):
     return d.FluxKontextPipeline(**parts)
 
 
-BUILDERS = {"flux2-klein": flux2_klein, "qwenimage": qwenimage, "chroma": chroma, "kontext": kontext}
+def lumina2(seed: int = 0):
+    """Lumina2Pipeline: Gemma-2 text (its second-to-last hidden states), a single-stream DiT, unpacked latents."""
+    import diffusers as d
+    from transformers import Gemma2Config, Gemma2Model
+
+    from .chat_tokenizer import make_gemma_tokenizer
+    from .random_pipelines import _vae
+
+    tok = make_gemma_tokenizer()
+    cfg = Gemma2Config(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                       num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=512,
+                       pad_token_id=0, bos_token_id=2, eos_token_id=1)
+    torch.manual_seed(seed)
+    text = Gemma2Model(cfg).eval()
+    torch.manual_seed(seed)
+    net = d.Lumina2Transformer2DModel(sample_size=16, patch_size=2, in_channels=4, hidden_size=16, num_layers=1,
+                                      num_refiner_layers=1, num_attention_heads=2, num_kv_heads=1, multiple_of=16,
+                                      axes_dim_rope=(2, 2, 4), axes_lens=(300, 64, 64), cap_feat_dim=16).eval()
+    vae = _vae(seed, shift_factor=0.1159, scaling_factor=0.3611, use_quant_conv=False, use_post_quant_conv=False)
+    sched = d.FlowMatchEulerDiscreteScheduler(shift=6.0)  # Lumina-Image-2.0's static shift
+    return d.Lumina2Pipeline(transformer=net, scheduler=sched, vae=vae, text_encoder=text, tokenizer=tok)
+
+
+BUILDERS = {"lumina2": lumina2, "flux2-klein": flux2_klein, "qwenimage": qwenimage, "chroma": chroma, "kontext": kontext}
 
 
 def build(family: str, seed: int = 0):
