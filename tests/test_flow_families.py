@@ -17,7 +17,7 @@ STEPS = 3
 SIZE = 32  # pixels: 8x8 model latents for FLUX.2 (VAE x2, patchify x2), 16x16 packed 2x2 for the others
 TOKENS = 64  # text tokens of the families that pad prompts: 512 would spend the suite's time in the text encoders
 SINGLE_STREAM = ("lumina2", "zimage")  # text and image tokens in one self-attention: nothing to inject into
-PADDED = ("flux2-klein", "chroma", "kontext", "lumina2")
+PADDED = ("flux2-klein", "chroma", "kontext", "lumina2", "zimage")
 REPLAYABLE = {"ddim": {}, "fixed_point": {"iters": 2}, "preciseinv": {"max_iters": 1, "krylov": 2},
               "uni_inv": {}, "rf_inversion": {}}  # their x_T is sampled by the plain Euler step
 OWN_SAMPLER = ("rf_solver", "fireflow")  # second-order samplers: inversa reconstructs, a stock Euler loop cannot
@@ -54,7 +54,7 @@ def stock_latents(model, prompts, x_T, steps, **kw):
     size = dict(height=h * model.vae_scale, width=w * model.vae_scale, num_inference_steps=steps, output_type="latent",
                 max_sequence_length=model.max_sequence_length)
     pipe = stock_pipe(model)
-    if model.family == "lumina2":  # unpacked latents
+    if model.family in ("lumina2", "zimage"):  # unpacked latents
         return pipe(prompt=prompts, latents=x_T, **size, **kw).images
     if model.family == "flux2":  # takes the patchified latent, returns the raw VAE latent
         return flux2.to_model_latent(model.vae, pipe(prompt=prompts, latents=x_T, **size, **kw).images)
@@ -69,6 +69,7 @@ FAMILY_CALLS = {  # family -> (guidance for invert, stock call keywords)
     "chroma": (2.0, {"guidance_scale": 2.0}),
     "kontext": (2.0, {"guidance_scale": 3.5, "true_cfg_scale": 2.0, "negative_prompt": ""}),
     "lumina2": (2.0, {"guidance_scale": 2.0}),
+    "zimage": (2.0, {"guidance_scale": 1.0}),  # its scale counts from 0: w = guidance_scale + 1
 }
 
 
@@ -95,7 +96,10 @@ def test_second_order_samplers_reconstruct_closer_than_euler(family, flow_model)
 
 def _network_times(model, run):
     seen = []
-    hook = model.net.register_forward_pre_hook(lambda mod, a, kw: seen.append(float(kw["timestep"][0])), with_kwargs=True)
+    def record(mod, args, kw):  # Z-Image's transformer takes (x, t, captions) positionally
+        seen.append(float((kw["timestep"] if "timestep" in kw else args[1])[0]))
+
+    hook = model.net.register_forward_pre_hook(record, with_kwargs=True)
     try:
         run()
     finally:

@@ -140,7 +140,23 @@ def lumina2(seed: int = 0):
     return d.Lumina2Pipeline(transformer=net, scheduler=sched, vae=vae, text_encoder=text, tokenizer=tok)
 
 
-BUILDERS = {"lumina2": lumina2, "flux2-klein": flux2_klein, "qwenimage": qwenimage, "chroma": chroma, "kontext": kontext}
+def zimage(seed: int = 0):
+    """ZImagePipeline: Qwen3 text (second-to-last hidden states, padding dropped), a single-stream DiT."""
+    import diffusers as d
+
+    from .random_pipelines import _vae
+
+    tok = make_qwen_tokenizer()
+    torch.manual_seed(seed)
+    net = d.ZImageTransformer2DModel(in_channels=4, dim=16, n_layers=1, n_refiner_layers=1, n_heads=2, n_kv_heads=2,
+                                     cap_feat_dim=16, axes_dims=[2, 2, 4], axes_lens=[1024, 64, 64]).eval()
+    vae = _vae(seed, shift_factor=0.1159, scaling_factor=0.3611, use_quant_conv=False, use_post_quant_conv=False)
+    sched = d.FlowMatchEulerDiscreteScheduler(shift=3.0)  # Z-Image-Turbo's static shift
+    return d.ZImagePipeline(scheduler=sched, vae=vae, text_encoder=_qwen3(tok, seed=seed, causal_lm=False),
+                            tokenizer=tok, transformer=net)
+
+
+BUILDERS = {"zimage": zimage, "lumina2": lumina2, "flux2-klein": flux2_klein, "qwenimage": qwenimage, "chroma": chroma, "kontext": kontext}
 
 
 def build(family: str, seed: int = 0):
