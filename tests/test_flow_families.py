@@ -17,7 +17,7 @@ STEPS = 3
 SIZE = 32  # pixels: 8x8 model latents for FLUX.2 (VAE x2, patchify x2), 16x16 packed 2x2 for the others
 TOKENS = 64  # text tokens of the families that pad prompts: 512 would spend the suite's time in the text encoders
 SINGLE_STREAM = ("lumina2", "zimage")  # text and image tokens in one self-attention: nothing to inject into
-PADDED = ("flux2-klein", "chroma", "kontext", "lumina2", "zimage")
+PADDED = ("flux2", "flux2-klein", "chroma", "kontext", "lumina2", "zimage")
 REPLAYABLE = {"ddim": {}, "fixed_point": {"iters": 2}, "preciseinv": {"max_iters": 1, "krylov": 2},
               "uni_inv": {}, "rf_inversion": {}}  # their x_T is sampled by the plain Euler step
 OWN_SAMPLER = ("rf_solver", "fireflow")  # second-order samplers: inversa reconstructs, a stock Euler loop cannot
@@ -36,7 +36,7 @@ def flow_model(tiny_model):
     def get(family):
         model = tiny_model(family, "float64")
         if family in PADDED:
-            model.max_sequence_length = TOKENS
+            model.max_sequence_length = 4 * TOKENS if family == "flux2" else TOKENS  # [dev]'s system message is long
         return model
 
     return get
@@ -56,14 +56,16 @@ def stock_latents(model, prompts, x_T, steps, **kw):
     pipe = stock_pipe(model)
     if model.family in ("lumina2", "zimage"):  # unpacked latents
         return pipe(prompt=prompts, latents=x_T, **size, **kw).images
-    if model.family == "flux2":  # takes the patchified latent, returns the raw VAE latent
-        return flux2.to_model_latent(model.vae, pipe(prompt=prompts, latents=x_T, **size, **kw).images)
+    if model.family == "flux2":  # takes the patchified latent; [dev] returns its tokens, [klein] the raw VAE latent
+        out = pipe(prompt=prompts, latents=x_T, **size, **kw).images
+        return flux2.untokens(out, h, w) if out.ndim == 3 else flux2.to_model_latent(model.vae, out)
     if model.family == "flux-kontext":  # the reference as a latent; max_area, or it renders at 1024x1024
         kw = {"image": model.reference, "max_area": size["height"] * size["width"], **kw}
     return flux.unpack(pipe(prompt=prompts, latents=flux.pack(x_T), **size, **kw).images, h, w)
 
 
 FAMILY_CALLS = {  # family -> (guidance for invert, stock call keywords)
+    "flux2": (1.0, {"guidance_scale": 4.0}),  # [dev]: distilled guidance (the model's default 4.0), no CFG
     "flux2-klein": (2.0, {"guidance_scale": 2.0}),
     "qwenimage": (2.0, {"true_cfg_scale": 2.0, "negative_prompt": ""}),
     "chroma": (2.0, {"guidance_scale": 2.0}),

@@ -11,7 +11,8 @@
 
 The methods see the patchified latent, which is what ``pipe(latents=...)`` takes, so a
 plain ``x_T`` replays as ``pipe(prompt, latents=inv.x_T)``; the pipeline's
-``output_type="latent"`` returns the raw VAE latent, which :func:`to_model_latent` maps back.
+``output_type="latent"`` returns the raw VAE latent ([klein], which :func:`to_model_latent`
+maps back) or the final tokens ([dev], which :func:`untokens` maps back).
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import torch
 
 from .chat_tokenizer import make_qwen_tokenizer
 
-FLOW_FAMILIES = ("flux2-klein", "qwenimage", "chroma", "kontext", "lumina2", "zimage", "hidream")
+FLOW_FAMILIES = ("flux2", "flux2-klein", "qwenimage", "chroma", "kontext", "lumina2", "zimage", "hidream")
 
 
 def _qwen3(tok, hidden: int = 16, layers: int = 2, seed: int = 0, causal_lm: bool = True):
@@ -156,7 +156,38 @@ def zimage(seed: int = 0):
                             tokenizer=tok, transformer=net)
 
 
-BUILDERS = {"zimage": zimage, "lumina2": lumina2, "flux2-klein": flux2_klein, "qwenimage": qwenimage, "chroma": chroma, "kontext": kontext}
+def _mistral3(tok, seed: int):
+    """A tiny Mistral-3 (FLUX.2 [dev] reads hidden states 10, 20 and 30: 31 layers); its Pixtral tower is unused."""
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    cfg = Mistral3Config(
+        text_config=dict(model_type="mistral", vocab_size=len(tok), hidden_size=16, intermediate_size=32,
+                         num_hidden_layers=31, num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+                         max_position_embeddings=1024, pad_token_id=tok.pad_token_id),
+        vision_config=dict(model_type="pixtral", hidden_size=16, intermediate_size=16, num_hidden_layers=1,
+                           num_attention_heads=2, head_dim=8, patch_size=4, image_size=16),
+        image_token_index=tok.convert_tokens_to_ids("<|im_start|>"), spatial_merge_size=1, vision_feature_layer=-1)
+    torch.manual_seed(seed)
+    return Mistral3ForConditionalGeneration(cfg).eval()
+
+
+def flux2_dev(seed: int = 0):
+    """Flux2Pipeline ([dev]): Mistral-3 text, a guidance embedding instead of CFG. The byte-level chat tokenizer
+    stands in for the Pixtral processor (the pipeline only calls its ``apply_chat_template``)."""
+    import diffusers as d
+
+    tok = make_qwen_tokenizer()
+    torch.manual_seed(seed)
+    net = d.Flux2Transformer2DModel(in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8,
+                                    num_attention_heads=2, joint_attention_dim=48, timestep_guidance_channels=32,
+                                    axes_dims_rope=(2, 2, 2, 2), guidance_embeds=True).eval()
+    sched = d.FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                              base_image_seq_len=256, max_image_seq_len=4096)
+    return d.Flux2Pipeline(scheduler=sched, vae=_flux2_vae(seed), text_encoder=_mistral3(tok, seed), tokenizer=tok,
+                           transformer=net)
+
+
+BUILDERS = {"flux2": flux2_dev, "zimage": zimage, "lumina2": lumina2, "flux2-klein": flux2_klein, "qwenimage": qwenimage, "chroma": chroma, "kontext": kontext}
 
 
 def build(family: str, seed: int = 0):
