@@ -211,3 +211,17 @@ def test_edit_shares_the_source_keys_and_values_or_refuses(family, flow_model):
     shared = edit(model, _image().float(), "a red circle", "a blue star", self_replace=1.0, **kw)
     assert plain.shape == shared.shape == (1, 3, SIZE, SIZE) and torch.isfinite(shared).all()
     assert float((plain - shared).abs().max()) > 1e-6  # the sharing changed the target branch (else bit-equal)
+
+
+@pytest.mark.parametrize("family", ["chroma", "qwenimage"])
+def test_cli_inverts_and_reconstructs(family, pipeline_dir, photo, tmp_path):
+    from inversa.cli import main
+
+    out = tmp_path / "inv"
+    assert main(["invert", photo, "--model", pipeline_dir(family), "--method", "fixed_point", "--steps", "2",
+                 "--size", str(SIZE), "-o", str(out)]) == 0
+    assert main(["reconstruct", str(out / "inversion.safetensors"), "--model", pipeline_dir(family),
+                 "-o", str(tmp_path / "rec.png")]) == 0
+    from PIL import Image
+
+    assert Image.open(tmp_path / "rec.png").size == (SIZE, SIZE)
