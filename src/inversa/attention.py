@@ -272,8 +272,9 @@ class SharingProcessor:
         if encoder_hidden_states is not None:
             injector.image_tokens = hidden_states.shape[1]
         tokens = injector.image_tokens or hidden_states.shape[1]
+        # FLUX.2's single blocks fuse q, k, v and the MLP into one projection: they keep their own keys
         hooks = [proj.register_forward_hook(lambda module, inputs, out: injector.share(out, tokens))
-                 for proj in (attn.to_k, attn.to_v)]
+                 for proj in (getattr(attn, "to_k", None), getattr(attn, "to_v", None)) if proj is not None]
         try:
             return self.inner(attn, hidden_states, encoder_hidden_states, *args, **kwargs)
         finally:
@@ -284,7 +285,7 @@ class SharingProcessor:
 def injection_kind(model) -> str | None:
     """``"maps"`` for UNet attention, ``"kv"`` for MMDiT joint attention (text projections), None without either."""
     net = getattr(model, "net", None)
-    if net is None or not hasattr(net, "set_attn_processor"):
+    if net is None or not hasattr(net, "set_attn_processor") or getattr(model, "injection_refusal", None):
         return None
     joint = any(getattr(module, "add_k_proj", None) is not None for module in net.modules())
     return "kv" if joint else "maps"

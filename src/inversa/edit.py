@@ -145,6 +145,9 @@ def sample_branches(model, inv: Inversion, target_prompt, *, guidance: float = 7
     injector = Injector(n, cut(cross_replace), cut(self_replace))
     injector.blend = local_blend(model, inv, targets, blend, mask, blend_threshold)
     kind = injection_kind(model)
+    refusal = getattr(model, "injection_refusal", None)  # a family whose attention has nothing to inject into
+    if refusal and (injector.cross_from is not None or injector.self_from is not None):
+        raise InversaError(f"attention injection does not apply to {type(model.pipe).__name__}: {refusal}")
     inject = {"kv": injector.self_from is not None,
               "maps": injector.cross_from is not None or injector.self_from is not None}.get(kind, False)
     inject = inject or (injector.blend is not None and injector.blend.tokens is not None)

@@ -129,6 +129,8 @@ def stock_callback(pipe, inv: Inversion) -> StockReplay:
             raise InversaError(f"a stock pipeline cannot replay a {inv.method} inversion: {why}; "
                                f"use inversa.reconstruct")
     model = pipe if isinstance(pipe, DiffusersModel) else DiffusersModel(pipe)
-    if model.stock_callback_refusal:
-        raise InversaError(model.stock_callback_refusal)
+    refusal = model.stock_callback_refusal  # a family whose stock loop a callback cannot steer
+    if refusal and (model.packs_latents or inv.state or spec.stock is not None):
+        raise InversaError(f"a stock {type(model.pipe).__name__} cannot replay a {inv.method} inversion: {refusal}; "
+                           f"use inversa.reconstruct")
     return StockReplay(model, inv, spec.stock(model, inv) if spec.stock is not None else None)

@@ -12,13 +12,19 @@ import torch
 
 from ..errors import InversaError
 from .base import SUPPORTED, DiffusersModel
+from .chroma import ChromaModel
 from .flux import FluxModel
+from .flux2 import Flux2Model
+from .kontext import KontextModel
 from .lcm import LCMModel
+from .lumina2 import Lumina2Model
+from .qwenimage import QwenImageModel
 from .sd import SDModel
 from .sd3 import SD3Model
 from .sdxl import SDXLModel
+from .zimage import ZImageModel
 
-FAMILIES = (FluxModel, SD3Model, SDXLModel, LCMModel, SDModel)  # most specific first
+FAMILIES = (Flux2Model, QwenImageModel, ChromaModel, KontextModel, Lumina2Model, ZImageModel, FluxModel, SD3Model, SDXLModel, LCMModel, SDModel)  # most specific first
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 

@@ -57,7 +57,8 @@ class DiffusersModel(Model):
         self.dtype = self.net.dtype
         # latents and outputs stay float32, or float64 for a float64 model (exactness tests)
         self.work_dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
-        self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 1
+        blocks = self.vae.config.get("block_out_channels") if self.vae is not None else None  # a family may set its own
+        self.vae_scale = 2 ** (len(blocks) - 1) if blocks else 1
         self.nfe = 0
 
     @classmethod
@@ -70,6 +71,12 @@ class DiffusersModel(Model):
     def latent_multiple(self) -> int:
         """Latent sides must be multiples of this (UNet downsampling, transformer patches)."""
         raise NotImplementedError
+
+    @property
+    def latent_channels(self) -> int | None:
+        """Channels of the latents the methods see (a family that patchifies them says so)."""
+        cfg = self.vae.config if self.vae is not None else {}
+        return cfg.get("latent_channels") or cfg.get("z_dim")
 
     def check_size(self, height: int, width: int) -> None:
         k = self.vae_scale * self.latent_multiple
@@ -122,6 +129,7 @@ class DiffusersModel(Model):
     stock_label = "diffusers"  # the family's pipeline, as error messages name it
     stock_without_cfg = ""  # why the family's stock pipeline runs no unconditional branch (empty: it runs one)
     stock_callback_refusal = ""  # why stock_callback cannot drive the family's pipeline (empty: it can)
+    packs_latents = False  # the pipeline takes packed tokens as latents: no callback replay at all
 
     def stock_guidance(self, guidance: float) -> float:
         """The ``guidance_scale`` a stock call replaying an inversion made at ``guidance`` takes."""

@@ -49,6 +49,7 @@ class FluxModel(SD3Model):
     max_sequence_length = 512  # FluxPipeline's default T5 length (the stock call must match it)
     default_embedded_guidance = 3.5
     stock_label = "FLUX"
+    packs_latents = True
     stock_callback_refusal = ("stock_callback does not drive FluxPipeline; for ddim, fixed_point and preciseinv "
                               "call pipe(prompt, latents=inversa.families.flux.pack(inv.x_T), ...)")
 

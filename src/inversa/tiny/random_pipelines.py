@@ -10,10 +10,12 @@ import tempfile
 
 import torch
 
+from .flow_pipelines import FLOW_FAMILIES
+from .flow_pipelines import build as build_flow
 from .vocab import make_t5_tokenizer, make_tokenizer
 
 FAMILIES = ("sd", "sd2v", "sdxl", "lcm", "sd3", "flux")
-VARIANTS = FAMILIES + ("flux-schnell",)  # buildable too, kept out of the per-family test matrix
+VARIANTS = FAMILIES + ("flux-schnell",) + FLOW_FAMILIES  # buildable too, kept out of the per-family test matrix
 
 
 def _text_encoder(tokenizer, hidden: int = 32, projection: int | None = None, seed: int = 0):
@@ -78,6 +80,8 @@ def build_pipeline(family: str, seed: int = 0):
     """A tiny random pipeline of ``family`` (one of :data:`VARIANTS`); 64x64 images, 32x32 latents."""
     import diffusers as d
 
+    if family in FLOW_FAMILIES:
+        return build_flow(family, seed)
     tmp = tempfile.mkdtemp(prefix="inversa-tok-")
     tok = make_tokenizer(tmp)
     vp = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
