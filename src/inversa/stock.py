@@ -94,8 +94,11 @@ class StockReplay:
         tuned = "uncond_hidden" in self.state or "cond_hidden" in self.state
         self.tensor_inputs = ["latents"] + (["prompt_embeds"] if tuned else [])
         guidance = model.embedded_guidance if model.family == "lcm" else inv.guidance
+        # one scale object, updated in place: pipelines that guide with their local ``guidance_scale`` (SANA,
+        # PixArt, HunyuanDiT) see the new value as well as those reading ``pipe._guidance_scale``
+        self.replayed = self.scale(0) if "guidance_w" in self.state else None
         self.kwargs = {"latents": inv.x_T, "num_inference_steps": len(inv.timesteps),
-                       "guidance_scale": self.scale(0) if "guidance_w" in self.state else guidance,
+                       "guidance_scale": self.replayed if self.replayed is not None else guidance,
                        "callback_on_step_end": self, "callback_on_step_end_tensor_inputs": self.tensor_inputs}
         if "uncond_hidden" in self.state:
             uncond = model.condition(inv.prompts, inv.guidance, inv.negative).uncond
@@ -126,7 +129,8 @@ class StockReplay:
             out["latents"] = tensors["latents"] - b_u * self.cfgpp.w * self.cfgpp.direction.to(tensors["latents"])
         if i + 1 < len(self.timesteps):
             if "guidance_w" in self.state:
-                pipe._guidance_scale = self.scale(i + 1)
+                self.replayed.w = self.scale(i + 1).w
+                pipe._guidance_scale = self.replayed
             if "uncond_hidden" in self.state:
                 embeds = tensors["prompt_embeds"]
                 null = self.state["uncond_hidden"][i + 1].to(embeds)
@@ -151,6 +155,10 @@ def stock_callback(pipe, inv: Inversion) -> StockReplay:
     if model.family == "flux":  # packed latents, true CFG and separate negative embeddings: not replayed here
         raise InversaError("stock_callback does not drive FluxPipeline; for ddim, fixed_point and preciseinv "
                            "call pipe(prompt, latents=inversa.families.flux.pack(inv.x_T), ...)")
+    why = getattr(model, "embeddings_unreplayable", "")
+    if why and ("uncond_hidden" in inv.state or "cond_hidden" in inv.state):
+        raise InversaError(f"a stock {type(model.pipe).__name__} cannot replay a {inv.method} inversion: {why}; "
+                           f"use inversa.reconstruct")
     if inv.method == "cfgpp" and model.family == "lcm":
         raise InversaError("a stock LCM pipeline cannot replay a cfgpp inversion: it embeds its guidance and runs "
                            "no unconditional branch; use inversa.reconstruct")

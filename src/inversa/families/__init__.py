@@ -14,11 +14,12 @@ from ..errors import InversaError
 from .base import SUPPORTED, DiffusersModel
 from .flux import FluxModel
 from .lcm import LCMModel
+from .sana import SanaModel
 from .sd import SDModel
 from .sd3 import SD3Model
 from .sdxl import SDXLModel
 
-FAMILIES = (FluxModel, SD3Model, SDXLModel, LCMModel, SDModel)  # most specific first
+FAMILIES = (FluxModel, SanaModel, SD3Model, SDXLModel, LCMModel, SDModel)  # most specific first
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
