@@ -76,8 +76,11 @@ class StockReplay:
         tuned = "uncond_hidden" in self.state or "cond_hidden" in self.state
         self.tensor_inputs = ["latents"] + (["prompt_embeds"] if tuned else [])
         guidance = model.stock_guidance(inv.guidance)
+        # one scale object, updated in place: pipelines that guide with their local ``guidance_scale`` (SANA,
+        # PixArt, HunyuanDiT) see the new value as well as those reading ``pipe._guidance_scale``
+        self.replayed = self.scale(0) if "guidance_w" in self.state else None
         self.kwargs = {"latents": inv.x_T, "num_inference_steps": len(inv.timesteps),
-                       "guidance_scale": self.scale(0) if "guidance_w" in self.state else guidance,
+                       "guidance_scale": self.replayed if self.replayed is not None else guidance,
                        "callback_on_step_end": self, "callback_on_step_end_tensor_inputs": self.tensor_inputs}
         if "uncond_hidden" in self.state:
             uncond = model.condition(inv.prompts, inv.guidance, inv.negative).uncond
@@ -104,7 +107,8 @@ class StockReplay:
             out["latents"] = self.hook.step_end(i, tensors["latents"])
         if i + 1 < len(self.timesteps):
             if "guidance_w" in self.state:
-                pipe._guidance_scale = self.scale(i + 1)
+                self.replayed.w = self.scale(i + 1).w
+                pipe._guidance_scale = self.replayed
             if "uncond_hidden" in self.state:
                 embeds = tensors["prompt_embeds"]
                 null = self.state["uncond_hidden"][i + 1].to(embeds)
@@ -132,5 +136,9 @@ def stock_callback(pipe, inv: Inversion) -> StockReplay:
     refusal = model.stock_callback_refusal  # a family whose stock loop a callback cannot steer
     if refusal and (model.packs_latents or inv.state or spec.stock is not None):
         raise InversaError(f"a stock {type(model.pipe).__name__} cannot replay a {inv.method} inversion: {refusal}; "
+                           f"use inversa.reconstruct")
+    why = model.embeddings_unreplayable
+    if why and ("uncond_hidden" in inv.state or "cond_hidden" in inv.state):
+        raise InversaError(f"a stock {type(model.pipe).__name__} cannot replay a {inv.method} inversion: {why}; "
                            f"use inversa.reconstruct")
     return StockReplay(model, inv, spec.stock(model, inv) if spec.stock is not None else None)

@@ -17,7 +17,8 @@ from torch import Tensor
 from ..errors import InversaError
 from ..model import Embeds, Model, Schedule
 
-SUPPORTED = "StableDiffusion 1.x/2.x, StableDiffusionXL (incl. Turbo), LatentConsistencyModel, StableDiffusion3, FLUX.1"
+SUPPORTED = ("StableDiffusion 1.x/2.x, StableDiffusionXL (incl. Turbo), LatentConsistencyModel, StableDiffusion3, FLUX.1"
+             ", SANA")
 
 
 OVERFLOW_HINTS = {torch.float16: "float16 overflowed: use --dtype bfloat16 (float32's range) or float32",
@@ -57,8 +58,9 @@ class DiffusersModel(Model):
         self.dtype = self.net.dtype
         # latents and outputs stay float32, or float64 for a float64 model (exactness tests)
         self.work_dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
-        blocks = self.vae.config.get("block_out_channels") if self.vae is not None else None  # a family may set its own
-        self.vae_scale = 2 ** (len(blocks) - 1) if blocks else 1
+        vae_cfg = self.vae.config if self.vae is not None else {}
+        channels = vae_cfg.get("block_out_channels") or vae_cfg.get("encoder_block_out_channels")  # DC-AE: per side
+        self.vae_scale = 2 ** (len(channels) - 1) if channels else 1
         self.nfe = 0
 
     @classmethod
@@ -129,6 +131,7 @@ class DiffusersModel(Model):
     stock_label = "diffusers"  # the family's pipeline, as error messages name it
     stock_without_cfg = ""  # why the family's stock pipeline runs no unconditional branch (empty: it runs one)
     stock_callback_refusal = ""  # why stock_callback cannot drive the family's pipeline (empty: it can)
+    embeddings_unreplayable = ""  # why per-step embeddings (null text, prompt tuning) cannot replay in the pipeline
     packs_latents = False  # the pipeline takes packed tokens as latents: no callback replay at all
 
     def stock_guidance(self, guidance: float) -> float:

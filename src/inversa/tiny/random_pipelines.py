@@ -15,7 +15,8 @@ from .flow_pipelines import build as build_flow
 from .vocab import make_t5_tokenizer, make_tokenizer
 
 FAMILIES = ("sd", "sd2v", "sdxl", "lcm", "sd3", "flux")
-VARIANTS = FAMILIES + ("flux-schnell",) + FLOW_FAMILIES  # buildable too, kept out of the per-family test matrix
+DIT = ("sana", "pixart", "hunyuandit")  # cross-attention DiTs (tiny/dit_pipelines.py), tested in test_families_dit.py
+VARIANTS = FAMILIES + ("flux-schnell",) + FLOW_FAMILIES + DIT  # buildable too, kept out of the per-family test matrix
 
 
 def _text_encoder(tokenizer, hidden: int = 32, projection: int | None = None, seed: int = 0):
@@ -118,6 +119,10 @@ def build_pipeline(family: str, seed: int = 0):
                                           tokenizer_2=tok, text_encoder_3=None, tokenizer_3=None)
     if family in ("flux", "flux-schnell"):
         return _flux(tok, seed, schnell=family == "flux-schnell")
+    if family in DIT:
+        from .dit_pipelines import build
+
+        return build(family, seed)
     raise ValueError(f"unknown family {family!r}; expected one of {VARIANTS}")
 
 
