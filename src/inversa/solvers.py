@@ -333,21 +333,39 @@ def _cg(matvec, b: Tensor, iters: int) -> Tensor:
 
 
 # --- Anderson on the fixed-point form -------------------------------------------------------------------
+def anderson_mix(xs: list[Tensor], gs: list[Tensor], reg: float = 1e-10) -> Tensor:
+    """Type-II Anderson: the combination of the last iterates ``xs`` and their images ``gs`` that zeroes the
+    linearised fixed-point residual ``g - x`` in least squares, per sample (Walker & Ni 2011)."""
+    F = torch.stack([(g - x).flatten(1) for x, g in zip(xs, gs)], dim=2).double()  # (B, D, m)
+    G = torch.stack([g.flatten(1) for g in gs], dim=2).double()
+    dF, dG = F[..., 1:] - F[..., :-1], G[..., 1:] - G[..., :-1]
+    gram = dF.transpose(1, 2) @ dF
+    scale = gram.diagonal(dim1=1, dim2=2).mean(-1)[:, None, None].clamp_min(1e-30)
+    gram = gram + reg * scale * torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+    gamma = torch.linalg.solve(gram, dF.transpose(1, 2) @ F[..., -1:])
+    return (G[..., -1:] - dG @ gamma).squeeze(-1).view_as(gs[-1]).to(gs[-1].dtype)
+
+
 def solve_anderson(problem: StepProblem, x_init: Tensor, *, eta, max_iters: int = 20, patience: int = 0,
-                   depth: int = 5, switch: float = 0.0, window: int = 3):
+                   depth: int = 5, switch: float = 0.0, window: int = 3, seed: tuple | None = None):
     """Anderson-accelerated fixed point ``x = (y - B out(x)) / A = x - r(x) / A`` (type II, per sample).
 
-    One network call per iteration; returns the best evaluated iterate. With ``switch`` > 0 a
-    sample stops once its best residual fell less than ``switch``-fold over ``window`` iterations
-    (the map does not contract fast enough there; ``solve_hybrid`` hands it on).
+    One network call per iteration; returns the best evaluated iterate. ``seed = (x0, r0)`` is a point
+    already evaluated whose image is ``x_init`` (the naive warm start is the image of ``x_{i+1}``): it enters
+    the history and the record for free, so the first iteration already mixes two points. With ``switch``
+    > 0 a sample stops once its best residual fell less than ``switch``-fold over the last ``window``
+    network calls (the map does not contract fast enough there; ``solve_hybrid`` hands it on).
     """
-    from .methods.fixed_point import _anderson_mix
-
     vdtype = torch.float64 if x_init.dtype == torch.float64 else torch.float32
     x = x_init.to(vdtype).clone()
     mon = Monitor(x, eta, 0.0, max_iters, patience)
     hist_x, hist_g = [], []  # full-batch; rows of finished samples are never read
-    trail = []  # best residuals after each iteration; rows still active have run every one of them
+    if seed is not None:
+        x0, r0 = seed[0].to(vdtype), seed[1].to(vdtype)
+        mon.record(mon.idx(), x0, msr(r0), count=False)
+        hist_x, hist_g = [x0.clone()], [x.clone()]
+        mon.close()
+    trail = [mon.res.clone()]  # best residuals after each call; rows still active have made every one of them
     while mon.active.any():
         idx = mon.idx()
         r, _ = problem.residual(x[idx], idx)
@@ -358,8 +376,7 @@ def solve_anderson(problem: StepProblem, x_init: Tensor, *, eta, max_iters: int 
         full_g = x.clone()
         full_g[idx] = x[idx] - r / problem.A
         hist_x, hist_g = (hist_x + [x.clone()])[-depth:], (hist_g + [full_g])[-depth:]
-        mix = _anderson_mix([h[idx] for h in hist_x], [h[idx] for h in hist_g]) if len(hist_x) > 1 else full_g[idx]
-        x[idx] = mix
+        x[idx] = anderson_mix([h[idx] for h in hist_x], [h[idx] for h in hist_g]) if len(hist_x) > 1 else full_g[idx]
         mon.close()
     return mon.best, mon.info()
 
@@ -463,7 +480,8 @@ def solve_lbfgs(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0,
 
 def solve_hybrid(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0, max_iters: int = 40,
                  patience: int = 3, krylov: int = 8, forcing: float = 1e-3, jvp: str = "fd", switch: float = 4.0,
-                 newton_switch: float = 2.0, newton_iters: int = 10, depth: int = 5, history: int = 20):
+                 window: int = 3, newton_switch: float = 2.0, newton_iters: int = 10, depth: int = 5,
+                 history: int = 20, seed: tuple | None = None):
     """Anderson while the fixed-point map contracts (``switch``-fold per 3 iterations), then Newton-GMRES
     while it converges (``newton_switch``-fold per iteration), then L-BFGS, each stage for the samples not done.
 
@@ -475,7 +493,7 @@ def solve_hybrid(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0
     """
     eta = torch.as_tensor(eta, dtype=torch.float64).expand(x_init.shape[0])
     stages = (lambda p, x0, e: solve_anderson(p, x0, eta=e, max_iters=max_iters, patience=5, depth=depth,
-                                              switch=switch),
+                                              switch=switch, window=window, seed=seed),
               lambda p, x0, e: solve_newton(p, x0, eta=e, rtol=rtol, max_iters=newton_iters, patience=patience,
                                             krylov=krylov, forcing=forcing, jvp=jvp, switch=newton_switch),
               lambda p, x0, e: solve_lbfgs(p, x0, eta=e, rtol=rtol, max_iters=max_iters, history=history))

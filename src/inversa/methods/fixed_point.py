@@ -15,21 +15,10 @@ import torch
 from torch import Tensor
 
 from .. import samplers
+from ..solvers import anderson_mix
 from . import Trace, backwards, register
 
 VARIANTS = ("plain", "average", "anderson")
-
-
-def _anderson_mix(xs: list[Tensor], gs: list[Tensor], reg: float = 1e-10) -> Tensor:
-    """Type-II Anderson: combine the last iterates to zero the fixed-point residual (per sample)."""
-    F = torch.stack([(g - x).flatten(1) for x, g in zip(xs, gs)], dim=2).double()  # (B, D, m)
-    G = torch.stack([g.flatten(1) for g in gs], dim=2).double()
-    dF, dG = F[..., 1:] - F[..., :-1], G[..., 1:] - G[..., :-1]
-    gram = dF.transpose(1, 2) @ dF
-    gram = gram + reg * torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device) * gram.diagonal(dim1=1, dim2=2).mean(-1, keepdim=True)[..., None].clamp_min(1e-30)
-    gamma = torch.linalg.solve(gram, dF.transpose(1, 2) @ F[..., -1:])
-    x = G[..., -1:] - dG @ gamma
-    return x.squeeze(-1).view_as(gs[-1]).to(gs[-1].dtype)
 
 
 def solve_step(model, x_next: Tensor, t: float, condition, levels, *, iters: int = 10, tol: float = 1e-10,
@@ -70,7 +59,7 @@ def solve_step(model, x_next: Tensor, t: float, condition, levels, *, iters: int
             full_x[idx], full_g[idx] = xa, g
             hist_x, hist_g = (hist_x + [full_x])[-depth:], (hist_g + [full_g])[-depth:]
             if len(hist_x) > 1:
-                g = _anderson_mix([h[idx] for h in hist_x], [h[idx] for h in hist_g])
+                g = anderson_mix([h[idx] for h in hist_x], [h[idx] for h in hist_g])
         done = res < tol
         x[idx[~done]] = g[~done]
         active[idx[done]] = False

@@ -73,11 +73,12 @@ def solve(model, x_next, t, condition, levels, *, solver="hybrid", eta=None, res
     if solver not in SOLVERS:
         raise InversaError(f"unknown preciseinv solver {solver!r}; expected one of {', '.join(SOLVERS)}")
     problem = StepProblem(model, t, condition, levels, x_next, guidance)
-    noise = None
+    noise = seed = None
     if warm_start:
         out = model.predict(x_next, t, condition, guidance).to(x_next.dtype)
         x_init = samplers.invert_step(model.prediction, x_next, out, *levels)
         noise = problem.B * out
+        seed = (x_next, problem.A * x_next + noise - x_next)  # x_next, evaluated: its image is x_init
     else:
         x_init = x_next.clone()
     if solver == "paper":  # the baseline stops on the paper's absolute eta only
@@ -91,14 +92,14 @@ def solve(model, x_next, t, condition, levels, *, solver="hybrid", eta=None, res
     patience = 3 if patience is None else patience
     if solver == "hybrid":
         return solve_hybrid(problem, x_init, eta=goal, rtol=rtol, max_iters=max_iters or 40, patience=patience,
-                            krylov=krylov, forcing=forcing, jvp=jvp, depth=depth)
+                            krylov=krylov, forcing=forcing, jvp=jvp, depth=depth, seed=seed)
     if solver == "newton":
         return solve_newton(problem, x_init, eta=goal, rtol=rtol, max_iters=max_iters or 10, patience=patience,
                             krylov=krylov, forcing=forcing, jvp=jvp)
     if solver == "gauss_newton":
         return solve_gauss_newton(problem, x_init, eta=goal, rtol=rtol, max_iters=max_iters or 10, patience=patience,
                                   cg_iters=cg_iters, jvp=jvp)
-    return solve_anderson(problem, x_init, eta=goal, max_iters=max_iters or 20, depth=depth)
+    return solve_anderson(problem, x_init, eta=goal, max_iters=max_iters or 20, depth=depth, seed=seed)
 
 
 @register("preciseinv", cost="(NFE per solver iteration) x iters per step", state=NOISE_MAPS)
