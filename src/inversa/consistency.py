@@ -114,7 +114,7 @@ def _check_model(model, inv) -> None:
         raise InversaError(f"this inversion was {made}; model {model.name} is {model.family}, {model.prediction}")
     vae = getattr(model, "vae", None)
     if vae is not None:
-        channels, latent = vae.config.latent_channels, inv.x_T.shape[1]
+        channels, latent = vae.config.get("latent_channels") or vae.config.get("z_dim"), inv.x_T.shape[1]  # Wan: z_dim
         if channels != latent:
             raise InversaError(f"this inversion was {made}: {latent}-channel latents; model {model.name} "
                                f"uses {channels}")

@@ -151,6 +151,10 @@ def stock_callback(pipe, inv: Inversion) -> StockReplay:
     if model.family == "flux":  # packed latents, true CFG and separate negative embeddings: not replayed here
         raise InversaError("stock_callback does not drive FluxPipeline; for ddim, fixed_point and preciseinv "
                            "call pipe(prompt, latents=inversa.families.flux.pack(inv.x_T), ...)")
+    if getattr(model, "video", False):  # per-step state through the video loops: not replayed here
+        raise InversaError(f"stock_callback does not drive {type(model.pipe).__name__}; for ddim, fixed_point and "
+                           "preciseinv call pipe(prompt, latents=inv.x_T, ...) (CogVideoX: latents="
+                           "inversa.families.cogvideox.to_pipeline(inv.x_T))")
     if inv.method == "cfgpp" and model.family == "lcm":
         raise InversaError("a stock LCM pipeline cannot replay a cfgpp inversion: it embeds its guidance and runs "
                            "no unconditional branch; use inversa.reconstruct")

@@ -12,13 +12,15 @@ import torch
 
 from ..errors import InversaError
 from .base import SUPPORTED, DiffusersModel
+from .cogvideox import CogVideoXModel
 from .flux import FluxModel
 from .lcm import LCMModel
 from .sd import SDModel
 from .sd3 import SD3Model
 from .sdxl import SDXLModel
+from .wan import WanModel
 
-FAMILIES = (FluxModel, SD3Model, SDXLModel, LCMModel, SDModel)  # most specific first
+FAMILIES = (WanModel, CogVideoXModel, FluxModel, SD3Model, SDXLModel, LCMModel, SDModel)  # most specific first
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 

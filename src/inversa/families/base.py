@@ -17,7 +17,8 @@ from torch import Tensor
 from ..errors import InversaError
 from ..model import Embeds, Model, Schedule
 
-SUPPORTED = "StableDiffusion 1.x/2.x, StableDiffusionXL (incl. Turbo), LatentConsistencyModel, StableDiffusion3, FLUX.1"
+SUPPORTED = ("StableDiffusion 1.x/2.x, StableDiffusionXL (incl. Turbo), LatentConsistencyModel, StableDiffusion3, FLUX.1, "
+             "Wan 2.1/2.2, CogVideoX")
 
 
 OVERFLOW_HINTS = {torch.float16: "float16 overflowed: use --dtype bfloat16 (float32's range) or float32",
@@ -56,7 +57,9 @@ class DiffusersModel(Model):
         self.dtype = self.net.dtype
         # latents and outputs stay float32, or float64 for a float64 model (exactness tests)
         self.work_dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
-        self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 1
+        # video pipelines name their spatial factor; image VAEs halve once per block
+        self.vae_scale = (getattr(pipe, "vae_scale_factor_spatial", None)
+                          or 2 ** (len(self.vae.config.block_out_channels) - 1)) if self.vae is not None else 1
         self.nfe = 0
 
     @classmethod

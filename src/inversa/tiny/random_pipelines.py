@@ -10,10 +10,11 @@ import tempfile
 
 import torch
 
+from .random_video import VIDEO, build_video
 from .vocab import make_t5_tokenizer, make_tokenizer
 
 FAMILIES = ("sd", "sd2v", "sdxl", "lcm", "sd3", "flux")
-VARIANTS = FAMILIES + ("flux-schnell",)  # buildable too, kept out of the per-family test matrix
+VARIANTS = FAMILIES + ("flux-schnell",) + VIDEO  # buildable too, kept out of the per-family image test matrix
 
 
 def _text_encoder(tokenizer, hidden: int = 32, projection: int | None = None, seed: int = 0):
@@ -114,6 +115,8 @@ def build_pipeline(family: str, seed: int = 0):
                                           tokenizer_2=tok, text_encoder_3=None, tokenizer_3=None)
     if family in ("flux", "flux-schnell"):
         return _flux(tok, seed, schnell=family == "flux-schnell")
+    if family in VIDEO:
+        return build_video(family, seed)
     raise ValueError(f"unknown family {family!r}; expected one of {VARIANTS}")
 
 
