@@ -63,3 +63,21 @@ def test_flow_methods_refuse_cogvideox_and_run_on_wan(method, tiny_model):
         invert(tiny_model("cogvideox"), clip(9), steps=2, method=method)
     inv = invert(tiny_model("wan"), clip(5), steps=2, method=method)
     assert inv.x_T.shape == (1, 4, 2, 4, 4)
+
+
+def test_wan_unipc_config_replays_as_euler_on_its_flow_shift(pipeline_dir):
+    from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+
+    from inversa import load_model
+
+    model = load_model(pipeline_dir("wan"))  # a fresh copy: its scheduler is swapped below
+    model.pipe.scheduler = model.scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction",
+                                                                     use_flow_sigmas=True, flow_shift=5.0)
+    stock = stock_scheduler(model.pipe)
+    ref = FlowMatchEulerDiscreteScheduler(shift=5.0)
+    ref.set_timesteps(4)
+    assert type(stock).__name__ == "FlowMatchEulerDiscreteScheduler" and stock.config.shift == 5.0
+    assert torch.allclose(model.schedule(4).sigmas.float(), ref.sigmas)
+    other = FlowMatchEulerDiscreteScheduler(shift=3.0)  # the tiny pipeline's own shift: not what UniPC says
+    other.set_timesteps(4)
+    assert not torch.allclose(model.schedule(4).sigmas.float(), other.sigmas)
