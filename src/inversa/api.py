@@ -27,7 +27,7 @@ def _as_images(image, size: int | None) -> Tensor:
     from .images import load_image
 
     if isinstance(image, Tensor):
-        return image if image.ndim == 4 else image[None]
+        return image if image.ndim in (4, 5) else image[None]  # (B, 3, H, W) images or (B, 3, F, H, W) clips
     if isinstance(image, str):
         return load_image(image, size)
     if isinstance(image, (list, tuple)):

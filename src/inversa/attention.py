@@ -285,7 +285,10 @@ class SharingProcessor:
 def injection_kind(model) -> str | None:
     """``"maps"`` for UNet attention, ``"kv"`` for MMDiT joint attention (text projections), None without either."""
     net = getattr(model, "net", None)
+    if getattr(model, "video", False):  # video attention (3D rope, frame tokens) takes no injected processor yet
+        return None
     if net is None or not hasattr(net, "set_attn_processor") or getattr(model, "injection_refusal", None):
+
         return None
     joint = any(getattr(module, "add_k_proj", None) is not None for module in net.modules())
     return "kv" if joint else "maps"

@@ -11,6 +11,7 @@ import sys
 import time
 
 from .errors import InversaError
+from .validate import IMAGE_OUTPUTS
 
 
 # Modules that add a subcommand with ``add_command(subparsers)``; each sets ``run=fn(args) -> int``.
@@ -86,6 +87,11 @@ def add_invert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=None, help="centre-crop and resize to SIZE (default: model's size; 0 keeps)")
     p.add_argument("--opt", action="append", metavar="NAME=VALUE", help="method option, repeatable")
     add_decoder_args(p)
+    add_video_args(p)
+
+
+def add_video_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--frames", type=int, default=None, help="video: keep the first N frames of each clip")
 
 
 def add_decoder_args(p: argparse.ArgumentParser) -> None:
@@ -109,6 +115,11 @@ def run_invert(args) -> int:
 
     decoder_inversion = decoder_request(args)  # checked before the model loads
     model = open_model(args)
+    from . import video_cli
+
+    if getattr(model, "video", False):
+        return video_cli.run_invert(args, model, decoder_inversion)
+    video_cli.refuse_clips(model, args.images)
     notes: list[str] = []
     images = torch.cat([load_image(path, image_size(model, args.size), notes) for path in args.images])
     notes += prompt_notes(model, [args.prompt, args.negative])
@@ -173,10 +184,18 @@ def run_reconstruct(args) -> int:
     model = open_model(args)
     if model.name != inv.model:
         print_notes([f"inverted with model {inv.model}, reconstructing with {model.name}"])
+    recon = reconstruct(model, inv, steps=args.steps)
+    if recon.ndim == 5:  # clips
+        from .video_cli import write_reconstruction
+
+        print(f"reconstructed {recon.shape[0]} clip(s) of {recon.shape[2]} frames with {inv.method} -> "
+              f"{write_reconstruction(model, recon, args.output)}")
+        return 0
     root, ext = os.path.splitext(args.output)
+    if ext.lower() not in IMAGE_OUTPUTS:
+        raise InversaError(f"output {args.output}: model {model.name} makes images; name an image file")
     names = [args.output] if len(inv) == 1 else [f"{root}_{k}{ext}" for k in range(len(inv))]
     refuse_overwrite(names, [args.inversion, os.path.join(args.inversion, "inversion.safetensors")])
-    recon = reconstruct(model, inv, steps=args.steps)
     for k in range(recon.shape[0]):
         save_image(recon[k], names[k])
     print(f"reconstructed {recon.shape[0]} image(s) with {inv.method} -> {args.output}")
@@ -212,18 +231,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("invert", help="invert images, write the inversion, reconstruction and metrics")
-    p.add_argument("images", nargs="+", help="image file(s); several invert together as a batch")
+    p.add_argument("images", nargs="+", help="image file(s), or video clips / folders of frames for a video model; "
+                   "several invert together as a batch")
     add_model_args(p)
     add_invert_args(p)
     p.add_argument("--sample-steps", type=int, default=None, help="reconstruction steps (default: as inverted)")
     p.add_argument("--output", "-o", default="inversa-out", help="output folder")
+    p.add_argument("--video-format", default="mp4", choices=("mp4", "png"),
+                   help="video: clips as mp4 (default) or folders of png frames")
     p.set_defaults(run=run_invert)
 
     p = sub.add_parser("reconstruct", help="regenerate the image(s) of a saved inversion")
     p.add_argument("inversion", help="inversion.safetensors (or its folder)")
     add_model_args(p)
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: as inverted)")
-    p.add_argument("--output", "-o", default="reconstruction.png")
+    p.add_argument("--output", "-o", default="reconstruction.png",
+                   help="image file; a clip goes to a video file (.mp4) or a folder of frames (x.png -> x/)")
     p.set_defaults(run=run_reconstruct)
 
     p = sub.add_parser("methods", help="list inversion methods, their cost and options")

@@ -140,7 +140,7 @@ def _check_model(model, inv) -> None:
                                f"that are positive multiples of {multiple}")
     vae = getattr(model, "vae", None)
     if vae is not None:
-        channels, latent = getattr(model, "latent_channels", None) or vae.config.latent_channels, inv.x_T.shape[1]
+        channels, latent = getattr(model, "latent_channels", None) or (vae.config.get("latent_channels") or vae.config.get("z_dim")), inv.x_T.shape[1]
         if channels != latent:
             raise InversaError(f"this inversion was {made}: {latent}-channel latents; model {model.name} "
                                f"uses {channels}")

@@ -234,6 +234,11 @@ def run(args) -> int:
 
     decoder_inversion = decoder_request(args)
     model = open_model(args)
+    from . import video_cli
+
+    if getattr(model, "video", False):
+        return video_cli.run_edit(args, model, decoder_inversion)
+    video_cli.refuse_clips(model, [args.image])
     if args.model is None and not args.literal:  # the embedded model knows one caption template
         from .tiny.prompts import template_pair
 
@@ -279,11 +284,11 @@ Keep the background: --blend "SRC_WORD TGT_WORD" edits only where those words at
 
 
 def add_command(sub) -> None:
-    from .cli import add_decoder_args, add_model_args
+    from .cli import add_decoder_args, add_model_args, add_video_args
 
     p = sub.add_parser("edit", help="edit an image from a source prompt to a target prompt",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EMBEDDED_HELP)
-    p.add_argument("image", help="image file")
+    p.add_argument("image", help="image file (video model: a clip, video file or folder of frames)")
     p.add_argument("--source-prompt", "-s", required=True, help="prompt describing the image")
     p.add_argument("--target-prompt", "-t", required=True, help="prompt describing the edit")
     add_model_args(p)
@@ -313,5 +318,7 @@ def add_command(sub) -> None:
     p.add_argument("--size", type=int, default=None)
     p.add_argument("--opt", action="append", metavar="NAME=VALUE", help="method option, repeatable")
     add_decoder_args(p)
-    p.add_argument("--output", "-o", default="edited.png", help="edited image (source branch beside it)")
+    add_video_args(p)
+    p.add_argument("--output", "-o", default="edited.png",
+                   help="edited image (source branch beside it); a clip: .mp4 or a folder of frames (x.png -> x/)")
     p.set_defaults(run=run)

@@ -225,8 +225,10 @@ def output_folder(path: str) -> None:
 def output_image(path: str) -> None:
     if os.path.isdir(path):
         raise InversaError(f"output {path} is a folder; -o names an image file ({', '.join(IMAGE_OUTPUTS)})")
-    if os.path.splitext(path)[1].lower() not in IMAGE_OUTPUTS:
-        raise InversaError(f"output {path} must end in one of {', '.join(IMAGE_OUTPUTS)}")
+    from .video import VIDEO_EXTS  # a video model's clip may go to a video file
+
+    if os.path.splitext(path)[1].lower() not in IMAGE_OUTPUTS + VIDEO_EXTS:
+        raise InversaError(f"output {path} must end in one of {', '.join(IMAGE_OUTPUTS + VIDEO_EXTS)}")
     _writable(os.path.dirname(path) or ".")
 
 

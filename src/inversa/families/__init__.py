@@ -13,6 +13,7 @@ import torch
 from ..errors import InversaError
 from .base import SUPPORTED, DiffusersModel
 from .chroma import ChromaModel
+from .cogvideox import CogVideoXModel
 from .flux import FluxModel
 from .flux2 import Flux2Model
 from .kontext import KontextModel
@@ -23,9 +24,10 @@ from .sana import SanaModel
 from .sd import SDModel
 from .sd3 import SD3Model
 from .sdxl import SDXLModel
+from .wan import WanModel
 from .zimage import ZImageModel
 
-FAMILIES = (Flux2Model, QwenImageModel, ChromaModel, KontextModel, Lumina2Model, ZImageModel, FluxModel, SanaModel, SD3Model, SDXLModel, LCMModel, SDModel)  # most specific first
+FAMILIES = (WanModel, CogVideoXModel, Flux2Model, QwenImageModel, ChromaModel, KontextModel, Lumina2Model, ZImageModel, FluxModel, SanaModel, SD3Model, SDXLModel, LCMModel, SDModel)  # most specific first
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 

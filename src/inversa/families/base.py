@@ -18,7 +18,7 @@ from ..errors import InversaError
 from ..model import Embeds, Model, Schedule
 
 SUPPORTED = ("StableDiffusion 1.x/2.x, StableDiffusionXL (incl. Turbo), LatentConsistencyModel, StableDiffusion3, FLUX.1"
-             ", SANA")
+             ", SANA, Wan 2.1/2.2, CogVideoX")
 
 
 OVERFLOW_HINTS = {torch.float16: "float16 overflowed: use --dtype bfloat16 (float32's range) or float32",
@@ -60,7 +60,8 @@ class DiffusersModel(Model):
         self.work_dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
         vae_cfg = self.vae.config if self.vae is not None else {}
         channels = vae_cfg.get("block_out_channels") or vae_cfg.get("encoder_block_out_channels")  # DC-AE: per side
-        self.vae_scale = 2 ** (len(channels) - 1) if channels else 1
+        # video pipelines name their spatial factor; image VAEs halve once per block
+        self.vae_scale = getattr(pipe, "vae_scale_factor_spatial", None) or (2 ** (len(channels) - 1) if channels else 1)
         self.nfe = 0
 
     @classmethod

@@ -12,11 +12,12 @@ import torch
 
 from .flow_pipelines import FLOW_FAMILIES
 from .flow_pipelines import build as build_flow
+from .random_video import VIDEO, build_video
 from .vocab import make_t5_tokenizer, make_tokenizer
 
 FAMILIES = ("sd", "sd2v", "sdxl", "lcm", "sd3", "flux")
 DIT = ("sana", "pixart", "hunyuandit")  # cross-attention DiTs (tiny/dit_pipelines.py), tested in test_families_dit.py
-VARIANTS = FAMILIES + ("flux-schnell",) + FLOW_FAMILIES + DIT  # buildable too, kept out of the per-family test matrix
+VARIANTS = FAMILIES + ("flux-schnell",) + FLOW_FAMILIES + DIT + VIDEO  # buildable too, kept out of the per-family test matrix
 
 
 def _text_encoder(tokenizer, hidden: int = 32, projection: int | None = None, seed: int = 0):

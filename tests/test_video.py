@@ -1,0 +1,83 @@
+"""Video families (Wan, CogVideoX): 5-D latents through the methods, and the stock pipelines regenerate them."""
+import pytest
+import torch
+
+from inversa import InversaError, invert, reconstruct, stock_scheduler
+from inversa.families.cogvideox import from_pipeline, to_pipeline
+from inversa.metrics import relative_error
+
+FRAMES = {"wan": 5, "cogvideox": 9}  # Wan's VAE takes 4k+1 frames, CogVideoX's 8k+1
+STEPS = 4  # divides 1000: CogVideoX's DDIM steps t -> t - 1000 // N
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: a second contended thread only waits
+METHODS = {"ddim": {}, "fixed_point": {"iters": 2}, "preciseinv": {"max_iters": 1, "krylov": 2}}
+
+
+def clip(frames: int, size: int = 32, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.nn.functional.interpolate(torch.rand(1, 3, frames, 4, 4, generator=g), size=(frames, size, size),
+                                           mode="trilinear") * 2 - 1
+
+
+def stock_call(model, inv):
+    """The user's pipeline with its stock deterministic scheduler, from ``latents=x_T``, as latents (B, C, F, H, W)."""
+    pipe = type(model.pipe).from_pipe(model.pipe, scheduler=stock_scheduler(model.pipe), dtype=model.dtype)
+    pipe.set_progress_bar_config(disable=True)
+    cog = model.family == "cogvideox"
+    _, _, f, h, w = inv.x_T.shape
+    out = pipe(inv.prompts, latents=to_pipeline(inv.x_T) if cog else inv.x_T, num_inference_steps=len(inv.timesteps),
+               guidance_scale=inv.guidance, num_frames=(f - 1) * model.temporal + 1, height=h * model.vae_scale,
+               width=w * model.vae_scale, output_type="latent").frames
+    return from_pipeline(out) if cog else out
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("family", FRAMES)
+def test_stock_pipeline_regenerates_the_inversion(family, method, tiny_model):
+    model = tiny_model(family, "float64")
+    inv = invert(model, clip(FRAMES[family]), "a red circle", method=method, steps=STEPS, guidance=3.0,
+                 **METHODS[method])
+    assert inv.x_T.ndim == 5 and inv.x_T.shape[2] == (FRAMES[family] - 1) // 4 + 1
+    ours = reconstruct(model, inv, decode=False)
+    assert float(relative_error(stock_call(model, inv), ours)) < 1e-5
+
+
+def test_stock_callback_says_how_to_replay_a_video(tiny_model):
+    from inversa import stock_callback
+
+    model = tiny_model("cogvideox")
+    inv = invert(model, clip(9), steps=2, method="direct", guidance=3.0)
+    with pytest.raises(InversaError, match="CogVideoXPipeline.*to_pipeline"):
+        stock_callback(model.pipe, inv)
+
+
+@pytest.mark.parametrize("family,frames,hint", [("wan", 6, "4k\\+1 frames \\(e.g. 5 or 9"),
+                                                 ("cogvideox", 5, "8k\\+1 frames \\(e.g. 1 or 9")])
+def test_frame_count_must_fit_the_vae(family, frames, hint, tiny_model):
+    with pytest.raises(InversaError, match=f"a clip of {frames} frames does not fit .*{hint}"):
+        invert(tiny_model(family), clip(frames), steps=2, method="ddim")
+
+
+@pytest.mark.parametrize("method", ["rf_solver", "fireflow"])
+def test_flow_methods_refuse_cogvideox_and_run_on_wan(method, tiny_model):
+    with pytest.raises(InversaError, match=f"{method} needs a flow-matching model"):
+        invert(tiny_model("cogvideox"), clip(9), steps=2, method=method)
+    inv = invert(tiny_model("wan"), clip(5), steps=2, method=method)
+    assert inv.x_T.shape == (1, 4, 2, 4, 4)
+
+
+def test_wan_unipc_config_replays_as_euler_on_its_flow_shift(pipeline_dir):
+    from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+
+    from inversa import load_model
+
+    model = load_model(pipeline_dir("wan"))  # a fresh copy: its scheduler is swapped below
+    model.pipe.scheduler = model.scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction",
+                                                                     use_flow_sigmas=True, flow_shift=5.0)
+    stock = stock_scheduler(model.pipe)
+    ref = FlowMatchEulerDiscreteScheduler(shift=5.0)
+    ref.set_timesteps(4)
+    assert type(stock).__name__ == "FlowMatchEulerDiscreteScheduler" and stock.config.shift == 5.0
+    assert torch.allclose(model.schedule(4).sigmas.float(), ref.sigmas)
+    other = FlowMatchEulerDiscreteScheduler(shift=3.0)  # the tiny pipeline's own shift: not what UniPC says
+    other.set_timesteps(4)
+    assert not torch.allclose(model.schedule(4).sigmas.float(), other.sigmas)
