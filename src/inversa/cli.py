@@ -123,8 +123,8 @@ def run_invert(args) -> int:
     notes: list[str] = []
     images = torch.cat([load_image(path, image_size(model, args.size), notes) for path in args.images])
     notes += prompt_notes(model, [args.prompt, args.negative])
+    model.check_size(*images.shape[-2:])  # a refused size is the one line, without the notes before it
     print_notes(notes)
-    model.check_size(*images.shape[-2:])
     inv = invert(model, images, args.prompt, method=args.method, steps=args.steps, guidance=args.guidance,
                  negative=args.negative, spacing=args.spacing, strength=args.strength,
                  decoder_inversion=decoder_inversion, **parse_options(args.opt))

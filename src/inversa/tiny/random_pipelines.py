@@ -124,6 +124,8 @@ def build_pipeline(family: str, seed: int = 0):
         from .dit_pipelines import build
 
         return build(family, seed)
+    if family in VIDEO:
+        return build_video(family, seed)
     raise ValueError(f"unknown family {family!r}; expected one of {VARIANTS}")
 
 
