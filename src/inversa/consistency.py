@@ -68,9 +68,9 @@ def _check_self(inv) -> None:
     x, n, steps = inv.x_T, None, inv.num_steps
     if not torch.is_tensor(x) or not x.is_floating_point() or x.ndim < 2:
         raise InversaError(f"inversion x_T must be a floating-point batch, got {getattr(x, 'dtype', type(x).__name__)}")
-    if x.ndim != 4 or 0 in x.shape:
+    if x.ndim not in (4, 5) or 0 in x.shape:
         raise InversaError(f"inversion x_T has shape {tuple(x.shape)}; expected a (batch, channels, height, width) "
-                           "latent")
+                           "latent, or (batch, channels, frames, height, width) for a clip")
     if not torch.isfinite(x).all():
         raise InversaError("inversion x_T holds NaN/inf: the inversion diverged; invert again with more steps")
     n = x.shape[0]
@@ -132,6 +132,10 @@ def _check_model(model, inv) -> None:
     if inv.family and inv.family != model.family or inv.prediction != model.prediction:
         raise InversaError(f"this inversion was {made}; model {model.name} is {model.family}, {model.prediction}")
     _check_timesteps(model, inv.timesteps, made)
+    video = bool(getattr(model, "video", False))
+    if (inv.x_T.ndim == 5) != video:
+        raise InversaError(f"this inversion was {made}: a {inv.x_T.ndim}-D latent; model {model.name} takes "
+                           f"{'5-D clip' if video else '4-D image'} latents")
     multiple = _latent_multiple(model)
     if multiple:
         h, w = inv.x_T.shape[-2:]
