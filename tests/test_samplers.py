@@ -66,7 +66,7 @@ def test_renoise_equals_inverse_step_for_epsilon_and_flow():
 
 
 def test_unknown_prediction_is_rejected():
-    with pytest.raises(ValueError, match="unknown prediction type"):
+    with pytest.raises(InversaError, match="unknown prediction type"):
         samplers.coefficients("sample", 1, 0, 1, 0)
 
 

@@ -154,8 +154,15 @@ def run_invert(args) -> int:
     return 0
 
 
+_DEFERRED: list[str] | None = None  # inside main(): notes wait until the command succeeds
+
+
 def print_notes(notes: list[str]) -> None:
-    """Each distinct note once, as a ``note:`` line on stderr."""
+    """Each distinct note once, as a ``note:`` line on stderr; inside :func:`main` after the command succeeded,
+    so that a refused command prints its one error line and nothing else."""
+    if _DEFERRED is not None:
+        _DEFERRED.extend(notes)
+        return
     for note in dict.fromkeys(notes):
         print(f"note: {note}", file=sys.stderr)
 
@@ -260,12 +267,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.command_line = "inversa " + shlex.join(argv)  # recorded by commands that write provenance
+    global _DEFERRED
+    _DEFERRED = []
     try:
         from .validate import arguments
 
         arguments(args)
         _quiet()
         code = args.run(args)
+        notes, _DEFERRED = _DEFERRED, None
+        print_notes(notes)
         sys.stdout.flush()  # inside the try: a closed pipe raises here, not at interpreter exit
         return code
     except InversaError as exc:
@@ -281,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"inversa: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
+    finally:
+        _DEFERRED = None
 
 
 if __name__ == "__main__":
