@@ -364,8 +364,11 @@ def command_files(args) -> tuple[list[str], list[str]]:
     data = get("data")
     if isinstance(data, str) and not data.startswith("builtin:"):
         folder = data[4:] if data.startswith("pie:") else data
-        if os.path.isdir(folder):
-            inputs += _files_under(folder)
+        if os.path.isdir(folder):  # the store's own files are appended to, not inputs (a store may sit in the folder)
+            own = {os.path.realpath(p) for p in (out, f"{out}-wal", f"{out}-shm")} if out else set()
+            assets = os.path.realpath(os.path.splitext(out)[0] + "_images") if out else None
+            inputs += [p for p in _files_under(folder) if os.path.realpath(p) not in own
+                       and not (assets and os.path.realpath(p).startswith(assets + os.sep))]
     if command == "train-tiny":
         base = get("base")
         if base is None and get("recipe") not in (None, "base"):
