@@ -134,8 +134,9 @@ def _check_model(model, inv) -> None:
     _check_timesteps(model, inv.timesteps, made)
     video = bool(getattr(model, "video", False))
     if (inv.x_T.ndim == 5) != video:
-        raise InversaError(f"this inversion was {made}: a {inv.x_T.ndim}-D latent; model {model.name} takes "
-                           f"{'5-D clip' if video else '4-D image'} latents")
+        want = "(batch, channels, frames, height, width) clip" if video else "(batch, channels, height, width)"
+        raise InversaError(f"inversion x_T has shape {tuple(inv.x_T.shape)}; expected a {want} latent for model "
+                           f"{model.name}")
     multiple = _latent_multiple(model)
     if multiple:
         h, w = inv.x_T.shape[-2:]

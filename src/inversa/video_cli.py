@@ -20,7 +20,7 @@ FPS = {"wan": 16.0, "cogvideox": 8.0}  # what the pipelines' examples export at
 
 def refuse_clips(model, paths: list[str]) -> None:
     """A clip given to an image model: say which models take clips (one line)."""
-    clips = [p for p in paths if is_clip(p)]
+    clips = [p for p in paths if is_clip(p) and not os.path.isdir(p)]  # a folder: the image reader's one line
     if clips and not getattr(model, "video", False):
         raise InversaError(f"{clips[0]} is a video; model {model.name} is an image model ({model.family}): "
                            "invert clips with a video model (Wan, CogVideoX)")
