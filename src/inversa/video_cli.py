@@ -20,10 +20,16 @@ FPS = {"wan": 16.0, "cogvideox": 8.0}  # what the pipelines' examples export at
 
 def refuse_clips(model, paths: list[str]) -> None:
     """A clip given to an image model: say which models take clips (one line)."""
-    clips = [p for p in paths if is_clip(p) and not os.path.isdir(p)]  # a folder: the image reader's one line
+    clips = [p for p in paths if is_clip(p) and (not os.path.isdir(p) or _has_frames(p))]
     if clips and not getattr(model, "video", False):
         raise InversaError(f"{clips[0]} is a video; model {model.name} is an image model ({model.family}): "
                            "invert clips with a video model (Wan, CogVideoX)")
+
+
+def _has_frames(folder: str) -> bool:
+    """A folder holding images is a clip of frames; any other folder is the image reader's one-line refusal."""
+    return any(name.lower().endswith((".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"))
+               for name in os.listdir(folder))
 
 
 def load_clips(model, paths: list[str], size: int | None, frames: int | None, notes: list) -> tuple[torch.Tensor, float]:
