@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from inversa import samplers
+from inversa.errors import InversaError
 
 
 def _levels(prediction):
