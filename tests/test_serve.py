@@ -207,3 +207,27 @@ def test_page_inverts_downloads_and_edits_in_chromium(browser, examples):
     for name in ("source", "edited", "difference"):
         _wait(driver, f"#edit-{name} img")
     assert "prompts in the embedded model's template" in _wait(driver, ".toast-body", text="template").text
+
+
+@pytest.mark.slow
+def test_page_shows_a_bad_upload_as_its_one_line(browser, tmp_path):
+    """Random bytes as the image, and a damaged inversion: the page shows the reader's one line, no generic error."""
+    driver, _, _ = browser
+    driver.refresh()
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(np.random.default_rng(3).bytes(4096))
+    _wait(driver, "button[role=tab]", text="Invert").click()
+    _upload(driver, "invert-image", str(junk))
+    time.sleep(1)
+    _wait(driver, "#invert-button").click()
+    toast = _wait(driver, ".toast-body", text="junk.png").text
+    assert "junk.png is not a readable image (unknown or corrupt format)" in toast and "exception" not in toast.lower()
+    driver.execute_script("document.querySelectorAll('[data-testid=toast-close]').forEach(b => b.click())")
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{bad json")
+    _upload(driver, "reconstruct-file", str(damaged))
+    _wait(driver, "#reconstruct-file a[download='damaged.safetensors']")
+    driver.find_element("id", "reconstruct-button").click()
+    toast = _wait(driver, ".toast-body", text="damaged.safetensors").text
+    assert "damaged.safetensors is not a readable inversion file (SafetensorError)" in toast
+    assert "exception" not in toast.lower() and "junk.png" not in toast
