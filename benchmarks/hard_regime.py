@@ -345,6 +345,7 @@ def main(argv=None) -> int:
     args.cmd = " ".join(sys.argv[1:] if argv is None else argv)
     if args.quick:
         args.steps, args.sources, args.batch, args.scale = "2", "photos", 1, 0.05
+        args.only = args.only or "ddim,fixed_point anderson,preciseinv paper,default"
     args.families = args.families or ("oracle,sd" if args.quick else "oracle,embedded,embedded-lcm,embedded-flow,sd,sdxl,sd3")
     torch.set_num_threads(args.threads)
     steps = [int(s) for s in args.steps.split(",")]

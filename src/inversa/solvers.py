@@ -229,11 +229,12 @@ def gmres(matvec, b: Tensor, max_vectors: int, tol: float) -> Tensor:
 
 def solve_newton(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0, max_iters: int = 10,
                  patience: int = 3, krylov: int = 8, forcing: float = 1e-3, jvp: str = "fd",
-                 backtrack: int = 2, switch: float = 0.0, rate: Tensor | None = None):
+                 backtrack: int = 2, switch: float = 0.0, rate: Tensor | None = None, least: float = 1.0):
     """Inexact Newton: GMRES on ``J d = -r`` with JVPs, then a per-sample backtracking check.
 
     With ``rate`` (per sample: the log residual reduction per network call of the solver before), a sample
-    whose first iteration gains less per call than that stops at once, marked ``lost`` in the info: Newton
+    whose first iteration gains less per call than that, or less than ``least``-fold in all, stops at once,
+    marked ``lost`` in the info: Newton
     is not worth its 1 + krylov calls there (the trained networks' hardest steps, where the linear model
     fails at the step length needed), and ``solve_hybrid`` hands it back to Anderson.
 
@@ -276,7 +277,7 @@ def solve_newton(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0
             mon.active[idx[slow[idx] >= 2]] = False
         if rate is not None and first:
             gain = (before / mon.res[idx]).log() / (1 + krylov + attempt)
-            lost[idx] = ((gain <= rate[idx]) | (gain <= 0)) & (mon.res[idx] > mon.eta[idx])
+            lost[idx] = ((gain <= rate[idx]) | (before < least * mon.res[idx])) & (mon.res[idx] > mon.eta[idx])
             mon.active &= ~lost
         first = False
         mon.close()
@@ -367,7 +368,7 @@ def solve_anderson(problem: StepProblem, x_init: Tensor, *, eta, max_iters: int 
     the history and the record for free, so the first iteration already mixes two points.
 
     With ``switch`` > 0, a sample whose best residual fell less than ``switch``-fold over its last ``window``
-    calls, or that stalled (``patience``), is slow. Without ``probe`` it stops there (``info["stalled"]``).
+    calls is slow. Without ``probe`` it stops there (``info["stalled"]``).
     With ``probe(rows, x, rate) -> (x, residual, won)`` it is probed once: rows the probe won leave
     (``info["handed"]``) and the others go on with their history intact. ``rate`` is each row's log residual
     reduction per call over its last ``window`` calls, what the probe must beat per call.
@@ -394,7 +395,7 @@ def solve_anderson(problem: StepProblem, x_init: Tensor, *, eta, max_iters: int 
         hist_x, hist_g = (hist_x + [x.clone()])[-depth:], (hist_g + [full_g])[-depth:]
         x[idx] = anderson_mix([h[idx] for h in hist_x], [h[idx] for h in hist_g]) if len(hist_x) > 1 else full_g[idx]
         if switch > 0 and len(trail) > window:
-            now = idx[(mon.res[idx] * switch > trail[-window - 1][idx]) | (mon.stall[idx] >= max(patience, 1))]
+            now = idx[mon.res[idx] * switch > trail[-window - 1][idx]]
             if probe is None:
                 slow[now] = True
                 mon.active &= ~slow
@@ -519,39 +520,40 @@ def solve_lbfgs(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0,
     return mon.best, mon.info()
 
 
-def solve_hybrid(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0, max_iters: int = 100,
+def solve_hybrid(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0, max_iters: int = 200,
                  patience: int = 3, krylov: int = 8, forcing: float = 1e-3, jvp: str = "fd", switch: float = 4.0,
                  window: int = 3, newton_switch: float = 2.0, newton_iters: int = 10, depth: int = 5,
                  history: int = 20, seed: tuple | None = None):
-    """Anderson; where it slows (less than ``switch``-fold in ``window`` calls) or stalls, one Newton-GMRES
-    iteration as a probe. Newton goes on (``newton_switch``-fold per iteration, at most ``newton_iters``)
-    where the probe gained more per network call than Anderson's last ``window`` calls, then L-BFGS; where the probe
-    lost, Anderson goes on with its history, to L-BFGS only if it stalls. ``max_iters`` caps the Anderson
-    calls and the L-BFGS evaluations.
+    """Anderson for ``max_iters`` calls; where it slows (less than ``switch``-fold in ``window`` calls), one
+    Newton-GMRES iteration as a probe. Where the probe cut the residual ``switch``-fold, and more per network
+    call than Anderson's last ``window`` calls, Newton goes on while it cuts the residual ``newton_switch``-fold per iteration (at most
+    ``newton_iters``, within the calls left), then L-BFGS; where it lost, Anderson goes on with its history.
 
     Why per call: Anderson costs one forward, a Newton iteration 1 + krylov. On the affine oracle and smooth
-    steps Newton converges in one or two iterations; on the trained networks' hardest step (the clean end of
-    a VP chain, the noise end of a flow chain) the linear model is wrong at the needed step length, GMRES
-    with 10-40 vectors makes it worse, and Anderson keeps gaining 1.2-2x per 10 calls; on random networks
-    Anderson stalls and only Newton, then descent on ``|r|^2`` (L-BFGS), make progress.
+    steps Newton converges in one or two iterations. On the trained networks' hardest step (the clean end of
+    a VP chain, the noise end of a flow chain, the single step) the linear model is wrong at the step length
+    needed: GMRES with 10-40 vectors makes it worse, L-BFGS creeps, and Anderson keeps gaining 1.2-2x per
+    10 calls, or sits on a plateau for 50-100 calls and then drops 1e6-fold (embedded model, 1 step), so
+    Anderson is never stopped for stalling. (On random networks, where Anderson and Newton both stagnate,
+    ``solver="lbfgs"`` is the one that keeps descending.)
     """
     eta = torch.as_tensor(eta, dtype=torch.float64).expand(x_init.shape[0])
     newton = dict(rtol=rtol, patience=patience, krylov=krylov, forcing=forcing, jvp=jvp)
 
     def probe(rows, xb, rate):
-        xn, info = solve_newton(problem.rows(rows), xb, eta=eta[rows], max_iters=1, rate=rate, **newton)
+        xn, info = solve_newton(problem.rows(rows), xb, eta=eta[rows], max_iters=1, rate=rate, least=switch, **newton)
         return xn, info["residual"], ~info["lost"]
 
-    x, info = solve_anderson(problem, x_init, eta=eta, max_iters=max_iters, patience=10, depth=depth,
-                             switch=switch, window=window, seed=seed, probe=probe)
+    x, info = solve_anderson(problem, x_init, eta=eta, max_iters=max_iters, depth=depth, switch=switch,
+                             window=window, seed=seed, probe=probe)
     x = x.clone()
 
     def then(stage, rows, **opts):
         rows = rows[info["residual"][rows] > eta[rows]]
         if rtol > 0:
             rows = rows[info["residual"][rows] > rtol * info["initial"][rows]]
-        if len(rows) == 0:
-            return rows
+        if len(rows) == 0 or opts["max_iters"] <= 0:
+            return rows[:0]
         xs, more = stage(problem.rows(rows), x[rows], eta=eta[rows], **opts)
         better = more["residual"] < info["residual"][rows]
         x[rows[better]] = xs[better].to(x.dtype)
@@ -559,8 +561,9 @@ def solve_hybrid(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0
         info["iters"][rows] += more["iters"]
         return rows
 
-    went_on = then(solve_newton, info["handed"].nonzero().squeeze(1), max_iters=newton_iters - 1,
+    handed = info["handed"].nonzero().squeeze(1)
+    left = max_iters - int(info["iters"][handed].min()) - (1 + krylov) if len(handed) else 0  # calls left
+    went_on = then(solve_newton, handed, max_iters=min(newton_iters - 1, left // (1 + krylov)),
                    switch=newton_switch, **newton)
-    stuck = torch.cat([went_on, info["stalled"].nonzero().squeeze(1)])
-    then(solve_lbfgs, stuck, rtol=rtol, max_iters=max_iters, history=history)
+    then(solve_lbfgs, went_on, rtol=rtol, max_iters=max_iters, history=history)
     return x, info

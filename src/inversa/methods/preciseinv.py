@@ -91,7 +91,7 @@ def solve(model, x_next, t, condition, levels, *, solver="hybrid", eta=None, res
                            patience=10 if patience is None else patience)
     patience = 3 if patience is None else patience
     if solver == "hybrid":
-        return solve_hybrid(problem, x_init, eta=goal, rtol=rtol, max_iters=max_iters or 100, patience=patience,
+        return solve_hybrid(problem, x_init, eta=goal, rtol=rtol, max_iters=max_iters or 200, patience=patience,
                             krylov=krylov, forcing=forcing, jvp=jvp, depth=depth, seed=seed)
     if solver == "newton":
         return solve_newton(problem, x_init, eta=goal, rtol=rtol, max_iters=max_iters or 10, patience=patience,
