@@ -179,7 +179,7 @@ def test_hybrid_keeps_anderson_where_the_newton_probe_loses(tiny_model):
     cond, sched = model.condition([""]), model.schedule(2)
     levels, t = sched.levels(0), float(sched.timesteps[0])  # t 501 -> 1 (the step from t 1 to alphas_cumprod[0] is easy)
     res, cost = {}, {}
-    for solver, cap in (("anderson", 30), ("hybrid", 30), ("lbfgs", 40)):
+    for solver, cap in (("anderson", 40), ("hybrid", 40), ("lbfgs", 40)):
         model.nfe = 0
         _, info = solve(model, z0, t, cond, levels, solver=solver, max_iters=cap)
         res[solver], cost[solver] = float(info["residual"][0]), model.nfe

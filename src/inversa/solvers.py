@@ -524,8 +524,8 @@ def solve_hybrid(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0
                  patience: int = 3, krylov: int = 8, forcing: float = 1e-3, jvp: str = "fd", switch: float = 4.0,
                  window: int = 3, newton_switch: float = 2.0, newton_iters: int = 10, depth: int = 5,
                  history: int = 20, seed: tuple | None = None):
-    """Anderson for ``max_iters`` calls; where it slows (less than ``switch``-fold in ``window`` calls), one
-    Newton-GMRES iteration as a probe. Where the probe cut the residual ``switch``-fold, and more per network
+    """Anderson for ``max_iters`` calls; where it slows (less than ``switch``-fold in ``window`` calls) and the
+    budget affords it (``max_iters >= 4 (1 + krylov)``), one Newton-GMRES iteration as a probe. Where the probe cut the residual ``switch``-fold, and more per network
     call than Anderson's last ``window`` calls, Newton goes on while it cuts the residual ``newton_switch``-fold per iteration (at most
     ``newton_iters``, within the calls left), then L-BFGS; where it lost, Anderson goes on with its history.
 
@@ -544,8 +544,9 @@ def solve_hybrid(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0
         xn, info = solve_newton(problem.rows(rows), xb, eta=eta[rows], max_iters=1, rate=rate, least=switch, **newton)
         return xn, info["residual"], ~info["lost"]
 
-    x, info = solve_anderson(problem, x_init, eta=eta, max_iters=max_iters, depth=depth, switch=switch,
-                             window=window, seed=seed, probe=probe)
+    affordable = max_iters >= 4 * (1 + krylov)  # else a probe and a Newton iteration would eat the budget
+    x, info = solve_anderson(problem, x_init, eta=eta, max_iters=max_iters, depth=depth,
+                             switch=switch if affordable else 0.0, window=window, seed=seed, probe=probe)
     x = x.clone()
 
     def then(stage, rows, **opts):
