@@ -19,8 +19,8 @@ Solvers:
 - ``anderson``: Anderson acceleration of the fixed-point form ``x = x - r(x) / A``.
 - ``lbfgs``: limited-memory BFGS on the mean squared residual (gradient by reverse mode,
   per-sample Armijo backtracking): slow but monotone where Newton-GMRES stagnates.
-- ``hybrid``: Anderson; where it slows or stalls, one Newton-GMRES iteration as a probe, kept only where it
-  gains more per network call than Anderson's last calls; L-BFGS where both stall. Why: on the trained
+- ``hybrid``: Anderson; where it slows, one Newton-GMRES iteration as a probe, Newton kept only where it
+  gains more per network call than Anderson's last calls, and L-BFGS after it. Why: on the trained
   networks Anderson keeps gaining (1.2-2x per 10 calls on the hardest step) where Newton loses (its linear
   model is wrong at the step length needed); on the affine oracle Newton is exact in one iteration; on a
   random or badly conditioned network (the tiny random SD at 2 steps: ``|B d out/dx| ~ 2.3 |A|``) the
@@ -146,9 +146,7 @@ class Monitor:
         self.active &= ~done
 
     def info(self) -> dict:
-        stalled = self.stall >= self.patience if self.patience > 0 else torch.zeros_like(self.active)
-        return {"residual": self.res.clone(), "initial": self.res0.clone(), "iters": self.iters.clone(),
-                "stalled": stalled & (self.res > self.eta)}
+        return {"residual": self.res.clone(), "initial": self.res0.clone(), "iters": self.iters.clone()}
 
 
 # --- paper: AdamW on eps -----------------------------------------------------------------------------
@@ -234,9 +232,8 @@ def solve_newton(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0
 
     With ``rate`` (per sample: the log residual reduction per network call of the solver before), a sample
     whose first iteration gains less per call than that, or less than ``least``-fold in all, stops at once,
-    marked ``lost`` in the info: Newton
-    is not worth its 1 + krylov calls there (the trained networks' hardest steps, where the linear model
-    fails at the step length needed), and ``solve_hybrid`` hands it back to Anderson.
+    marked ``lost`` in the info: Newton is not worth its 1 + krylov calls there (the trained networks'
+    hardest steps, where the linear model fails at the step length needed); ``solve_hybrid`` keeps Anderson.
 
     With ``switch`` > 0 a sample whose residual falls less than ``switch``-fold on two iterations
     in a row stops (Newton is not converging there; ``solve_hybrid`` hands it to the next stage).
@@ -367,11 +364,10 @@ def solve_anderson(problem: StepProblem, x_init: Tensor, *, eta, max_iters: int 
     already evaluated whose image is ``x_init`` (the naive warm start is the image of ``x_{i+1}``): it enters
     the history and the record for free, so the first iteration already mixes two points.
 
-    With ``switch`` > 0, a sample whose best residual fell less than ``switch``-fold over its last ``window``
-    calls is slow. Without ``probe`` it stops there (``info["stalled"]``).
-    With ``probe(rows, x, rate) -> (x, residual, won)`` it is probed once: rows the probe won leave
-    (``info["handed"]``) and the others go on with their history intact. ``rate`` is each row's log residual
-    reduction per call over its last ``window`` calls, what the probe must beat per call.
+    With ``probe(rows, x, rate) -> (x, residual, won)`` and ``switch`` > 0, a sample whose best residual fell
+    less than ``switch``-fold over its last ``window`` calls is probed, once: rows the probe won leave
+    (``info["handed"]``), the others go on with their history intact. ``rate`` is each row's log residual
+    reduction per call over those calls, what the probe must beat per call.
     """
     vdtype = torch.float64 if x_init.dtype == torch.float64 else torch.float32
     x = x_init.to(vdtype).clone()
@@ -384,7 +380,7 @@ def solve_anderson(problem: StepProblem, x_init: Tensor, *, eta, max_iters: int 
         hist_x, hist_g = [x0.clone()], [x.clone()]
         mon.close()
     trail = [mon.res.clone()]  # best residuals after each call
-    slow, probed, handed = (torch.zeros(n, dtype=torch.bool) for _ in range(3))
+    probed, handed = torch.zeros(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)
     while mon.active.any():
         idx = mon.idx()
         r, _ = problem.residual(x[idx], idx)
@@ -394,12 +390,9 @@ def solve_anderson(problem: StepProblem, x_init: Tensor, *, eta, max_iters: int 
         full_g[idx] = x[idx] - r / problem.A
         hist_x, hist_g = (hist_x + [x.clone()])[-depth:], (hist_g + [full_g])[-depth:]
         x[idx] = anderson_mix([h[idx] for h in hist_x], [h[idx] for h in hist_g]) if len(hist_x) > 1 else full_g[idx]
-        if switch > 0 and len(trail) > window:
-            now = idx[mon.res[idx] * switch > trail[-window - 1][idx]]
-            if probe is None:
-                slow[now] = True
-                mon.active &= ~slow
-            elif len(now := now[~probed[now]]):
+        if probe is not None and switch > 0 and len(trail) > window:
+            now = idx[(mon.res[idx] * switch > trail[-window - 1][idx]) & ~probed[idx]]
+            if len(now):
                 probed[now] = True
                 rate = _recent_rate(trail, now, window)
                 xp, res, won = probe(now, mon.best[now], rate)
@@ -407,10 +400,7 @@ def solve_anderson(problem: StepProblem, x_init: Tensor, *, eta, max_iters: int 
                 handed[now[won]] = True
                 mon.active &= ~handed
         mon.close()
-    info = mon.info()
-    info["handed"] = handed & (mon.res > mon.eta)
-    info["stalled"] = (info["stalled"] | slow & (mon.res > mon.eta)) & ~handed
-    return mon.best, info
+    return mon.best, mon.info() | {"handed": handed & (mon.res > mon.eta)}
 
 
 def _recent_rate(trail: list[Tensor], rows: Tensor, window: int) -> Tensor:
@@ -527,7 +517,7 @@ def solve_hybrid(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0
     """Anderson for ``max_iters`` calls; where it slows (less than ``switch``-fold in ``window`` calls) and the
     budget affords it (``max_iters >= 4 (1 + krylov)``), one Newton-GMRES iteration as a probe. Where the probe cut the residual ``switch``-fold, and more per network
     call than Anderson's last ``window`` calls, Newton goes on while it cuts the residual ``newton_switch``-fold per iteration (at most
-    ``newton_iters``, within the calls left), then L-BFGS; where it lost, Anderson goes on with its history.
+    ``newton_iters``), then L-BFGS, both within the calls left; where it lost, Anderson goes on with its history.
 
     Why per call: Anderson costs one forward, a Newton iteration 1 + krylov. On the affine oracle and smooth
     steps Newton converges in one or two iterations. On the trained networks' hardest step (the clean end of
@@ -563,8 +553,12 @@ def solve_hybrid(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0
         return rows
 
     handed = info["handed"].nonzero().squeeze(1)
-    left = max_iters - int(info["iters"][handed].min()) - (1 + krylov) if len(handed) else 0  # calls left
+    calls = info["iters"] + (1 + krylov)  # per row: Anderson's calls and the probe's
+    left = max_iters - int(calls[handed].min()) if len(handed) else 0
+    before = info["iters"].clone()
     went_on = then(solve_newton, handed, max_iters=min(newton_iters - 1, left // (1 + krylov)),
                    switch=newton_switch, **newton)
-    then(solve_lbfgs, went_on, rtol=rtol, max_iters=max_iters, history=history)
+    calls += (1 + krylov) * (info["iters"] - before)
+    left = max_iters - int(calls[went_on].min()) if len(went_on) else 0
+    then(solve_lbfgs, went_on, rtol=rtol, max_iters=left, history=history)  # the calls still left
     return x, info
