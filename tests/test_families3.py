@@ -148,3 +148,13 @@ def test_cli_inverts_and_reconstructs(family, pipeline_dir, photo, tmp_path):
     assert main(["reconstruct", str(out / "inversion.safetensors"), "--model", pipeline_dir(family),
                  "-o", str(tmp_path / "rec.png")]) == 0
     assert Image.open(tmp_path / "rec.png").size == (SIZE, SIZE)
+
+
+@pytest.mark.parametrize("family", ["lumina2", "qwenimage"])
+def test_rescaling_families_rescale_at_zero_guidance_too(family, tiny_model):
+    """Their normalisation hooks into Model.predict; at w = 0 they still rescale u to c's norm (no shortcut)."""
+    model = tiny_model(family, "float64")
+    z = model.encode(_image())
+    cond = model.condition("a red circle", guidance=0.0, negative="a blue star")
+    u, c = model.predict_parts(z, 500.0, cond)
+    assert torch.equal(model.predict(z, 500.0, cond), model.rescale_guided(u, c)) and not torch.allclose(u, c)
