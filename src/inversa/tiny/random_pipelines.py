@@ -16,7 +16,7 @@ from .random_video import VIDEO, build_video
 from .vocab import make_t5_tokenizer, make_tokenizer
 
 FAMILIES = ("sd", "sd2v", "sdxl", "lcm", "sd3", "flux")
-DIT = ("sana", "pixart", "hunyuandit")  # cross-attention DiTs (tiny/dit_pipelines.py), tested in test_families_dit.py
+DIT = ("sana", "pixart", "hunyuandit")  # cross-attention DiTs (tiny/dit_pipelines.py), tested in test_families_dit.py and test_families3.py
 VARIANTS = FAMILIES + ("flux-schnell",) + FLOW_FAMILIES + DIT + VIDEO  # buildable too, kept out of the per-family test matrix
 
 
