@@ -158,3 +158,20 @@ def test_rescaling_families_rescale_at_zero_guidance_too(family, tiny_model):
     cond = model.condition("a red circle", guidance=0.0, negative="a blue star")
     u, c = model.predict_parts(z, 500.0, cond)
     assert torch.equal(model.predict(z, 500.0, cond), model.rescale_guided(u, c)) and not torch.allclose(u, c)
+
+
+@pytest.mark.slow  # every registered method on three families: ~25 s
+@pytest.mark.parametrize("family", PIPELINES)
+def test_every_method_runs_or_is_refused_in_one_line(family, model3):
+    from inversa.methods import available, get_method
+
+    model = model3(family, "float32")
+    for method in available():
+        flow_only = get_method(method).flow_only
+        kw = {"guidance": 1.0, "lam": 0.5} if method == "cfgpp" else {"guidance": 2.0}
+        if flow_only and model.prediction != "flow":
+            with pytest.raises(InversaError, match=f"{method} needs a flow-matching model"):
+                invert(model, _image().float(), "a red circle", method=method, steps=2, **kw)
+            continue
+        inv = invert(model, _image().float(), "a red circle", method=method, steps=2, **kw)
+        assert torch.isfinite(reconstruct(model, inv, decode=False)).all(), method

@@ -26,18 +26,19 @@ from .sd import SDModel
 class PixArtModel(SDModel):
     family = "pixart"
     stock_sampler = "DPMSolverMultistepScheduler"
-    max_sequence_length = 300  # PixArtSigmaPipeline's default T5 length (the stock call must match it)
+    max_sequence_length = 300  # T5 length: the call's default (Sigma 300, Alpha 120), read in __init__
     stock_callback_refusal = ("PixArt's pipelines take only the legacy callback(step, t, latents), which cannot "
                               "change the guidance scale, the latents or the prompt embeddings")
 
     def __init__(self, pipe, name: str = "", embedded_guidance: float | None = None):
-        if pipe.transformer.config.get("use_additional_conditions") or pipe.transformer.use_additional_conditions:
+        if getattr(pipe.transformer, "use_additional_conditions", False):
             raise InversaError(f"unsupported pipeline {type(pipe).__name__}: PixArt-Alpha 1024's resolution and "
                                "aspect-ratio conditioning is not wired; PixArt-Sigma (and Alpha 256/512) are")
         if not hasattr(pipe.scheduler, "alphas_cumprod"):
             raise InversaError(f"unsupported PixArt scheduler {type(pipe.scheduler).__name__}: expected a "
                                "variance-preserving one (DPMSolverMultistepScheduler, DDIM, ...)")
         super().__init__(pipe, name, embedded_guidance)
+        self.max_sequence_length = inspect.signature(pipe.__call__).parameters["max_sequence_length"].default
 
     @classmethod
     def accepts(cls, pipe) -> bool:
