@@ -1,4 +1,4 @@
-"""What inversion costs on the real architectures: SD 1.5, SD 2.1 (v), SDXL, SD3-medium, FLUX.1-dev.
+"""What inversion costs on the real architectures: SD 1.5, SD 2.1 (v), SDXL, SD3-medium, FLUX.1-dev, PixArt-Sigma.
 
 Each denoiser is built from its published ``config.json`` (``benchmarks/configs/*.json``) with
 random weights; nothing is downloaded. Substitutes, because no weights exist here and cost is
@@ -16,6 +16,10 @@ so the test suite runs it in seconds. On a GPU, unchanged:
 
     python benchmarks/full_size.py --device cuda --json full_size.json
     python benchmarks/full_size.py --device cuda --arch sdxl --compile --sdpa flash --batch 4
+
+``--count`` builds every config (FLUX.2 [dev], Qwen-Image, SANA 1.6B, Wan 2.1 1.3B/14B, CogVideoX-5B,
+HunyuanDiT 1.2, HiDream-I1 too) on the meta device and prints its parameter count; those last eight are not
+measured yet (their pipelines' text encoders have no substitute here).
 """
 from __future__ import annotations
 
@@ -32,7 +36,11 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 CONFIGS = pathlib.Path(__file__).parent / "configs"
-ARCHS = ("sd15", "sd21", "sdxl", "sd3_medium", "flux1_dev")
+ARCHS = ("sd15", "sd21", "sdxl", "sd3_medium", "flux1_dev", "pixart_sigma")
+# denoisers whose pipelines need text encoders (Mistral-3, Qwen2.5-VL, Gemma-2, UMT5, BERT + mT5, Llama-3) that
+# build_pipeline does not substitute yet: --count builds them on the meta device, measuring them is refused
+DENOISER_ONLY = ("flux2_dev", "qwenimage", "sana_1600m", "wan21_1_3b", "wan21_14b", "cogvideox_5b", "hunyuandit_v1_2",
+                 "hidream_i1_full")
 METHODS = ("ddim", "fixed_point", "preciseinv", "preciseinv eta=0.01", "preciseinv solver=paper eta=0.01",
            "preciseinv solver=paper eta=1e-5")
 SDPA = {"auto": None, "math": "MATH", "flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION",
@@ -56,6 +64,8 @@ def reduce(spec: dict) -> dict:
         cfg.update(num_layers=2, num_attention_heads=2, attention_head_dim=16, caption_projection_dim=32)
     elif kind == "FluxTransformer2DModel":
         cfg.update(num_layers=1, num_single_layers=1, num_attention_heads=2, attention_head_dim=16, axes_dims_rope=[4, 6, 6])
+    elif kind == "PixArtTransformer2DModel":
+        cfg.update(num_layers=2, num_attention_heads=2, attention_head_dim=16, cross_attention_dim=32)
     return {**spec, "denoiser": {"class": kind, "config": cfg}}
 
 
@@ -174,9 +184,22 @@ def measure(model, z0, steps: int, methods: list[str], device: str, reps: int = 
     return rows
 
 
+def count(arch: str) -> dict:
+    """The denoiser's parameter count, built from its published config on the meta device (no memory)."""
+    spec = load_spec(arch)
+    net = build_denoiser(spec, torch.bfloat16, "meta")
+    params = sum(p.numel() for p in net.parameters())
+    return {"arch": arch, "repo": spec["repo"], "class": spec["denoiser"]["class"], "params": params,
+            "headline": spec.get("headline_params")}
+
+
 def run_arch(arch: str, args) -> dict:
+    from inversa.errors import InversaError
     from inversa.families import DTYPES, DiffusersModel
 
+    if arch in DENOISER_ONLY:
+        raise InversaError(f"measuring {arch} needs its pipeline's own text encoders, which full_size.py does not "
+                           "substitute yet; --count builds its denoiser on the meta device")
     spec = load_spec(arch)
     spec = reduce(spec) if args.scale == "reduced" else spec
     size = args.size or (spec["resolution"] if args.scale == "full" else 128)
@@ -217,7 +240,9 @@ def table(results: list[dict]) -> str:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--arch", action="append", choices=ARCHS, help=f"repeatable (default: all of {', '.join(ARCHS)})")
+    p.add_argument("--arch", action="append", choices=ARCHS + DENOISER_ONLY,
+                   help=f"repeatable (default: all of {', '.join(ARCHS)}; --count: all configs)")
+    p.add_argument("--count", action="store_true", help="only build each denoiser on the meta device and count parameters")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--scale", choices=("full", "reduced"), default=None,
                    help="full-size published configs or the reduced variant (default: full on a GPU, reduced on CPU)")
@@ -241,6 +266,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args.scale = args.scale or ("full" if args.device.startswith("cuda") else "reduced")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.count:
+        rows = [count(arch) for arch in args.arch or ARCHS + DENOISER_ONLY]
+        print("| arch | denoiser | parameters | headline |\n|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['arch']} | {r['class']} | {r['params']:,} | {r['headline'] or ''} |")
+        return rows
     results = []
     for arch in args.arch or ARCHS:
         results.append(run_arch(arch, args))

@@ -13,6 +13,13 @@ PUBLISHED = {"sd15": 859_520_964, "sd21": 865_910_724, "sdxl": 2_567_463_684, "s
              "flux1_dev": 11_901_408_320}
 
 
+# the configs written for issue 31: their counts on the meta device, and the size each model is known by
+BUILT = {"flux2_dev": (32_223_281_152, 32e9), "qwenimage": (20_430_401_088, 20.43e9), "sana_1600m": (1_604_462_752, 1.6e9),
+         "wan21_1_3b": (1_418_996_800, 1.3e9), "wan21_14b": (14_288_491_584, 14e9), "cogvideox_5b": (5_570_283_072, 5e9),
+         "pixart_sigma": (610_856_096, 0.6e9), "hunyuandit_v1_2": (1_499_952_032, 1.5e9),
+         "hidream_i1_full": (17_105_733_184, 17e9)}
+
+
 @pytest.fixture(scope="module")
 def full_size(bench_script):
     return bench_script("full_size")
@@ -23,6 +30,19 @@ def test_configs_build_the_published_architectures(full_size, arch):
     net = full_size.build_denoiser(full_size.load_spec(arch), torch.bfloat16, "meta")  # shapes only, no memory
     assert sum(p.numel() for p in net.parameters()) == PUBLISHED[arch]
     assert net.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("arch", sorted(BUILT))
+def test_new_configs_build_on_meta_near_their_headline_size(full_size, arch, capsys):
+    exact, headline = BUILT[arch]
+    row, = full_size.main(["--count", "--arch", arch])
+    assert row["params"] == exact and abs(exact / headline - 1) < 0.12 and row["headline"] == headline
+    assert f"| {arch} |" in capsys.readouterr().out
+
+
+def test_measuring_a_denoiser_only_config_is_refused(full_size):
+    with pytest.raises(InversaError, match="measuring wan21_14b needs its pipeline's own text encoders"):
+        full_size.main(["--arch", "wan21_14b", "--method", "ddim"])
 
 
 def test_reduced_run_measures_every_architecture(full_size, tmp_path, capsys):

@@ -135,12 +135,17 @@ class LocalBlend:
         return view.reshape(x.shape)
 
 
+def text_length(model, tok) -> int:
+    """The text tokens the network attends to: the family's prompt length knob (T5: PixArt), else the tokenizer's."""
+    return getattr(model, "max_sequence_length", None) or tok.model_max_length
+
+
 def word_tokens(model, prompts: list[str], words: list[str]) -> torch.Tensor | None:
     """(B, L) bool: the tokens of each prompt that spell its word (the word's token run, wherever it occurs)."""
     tok = getattr(getattr(model, "pipe", None), "tokenizer", None)
     if tok is None:
         return None
-    ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True).input_ids
+    ids = tok(prompts, padding="max_length", max_length=text_length(model, tok), truncation=True).input_ids
     out = torch.zeros(len(prompts), len(ids[0]), dtype=torch.bool)
     for row, (seq, word) in enumerate(zip(ids, words)):
         run = tok(word, add_special_tokens=False).input_ids
@@ -169,7 +174,7 @@ def token_columns(model, source: list[list[str]], target: list[list[str]]) -> to
         return None
 
     def ids(prompts):
-        return tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True).input_ids
+        return tok(prompts, padding="max_length", max_length=text_length(model, tok), truncation=True).input_ids
 
     return torch.stack([torch.stack([align_tokens(a, b) for a, b in zip(ids(s), ids(t))])
                         for s, t in zip(source, target)])

@@ -199,17 +199,23 @@ class Model:
         out = self.forward(torch.cat([x, x]), t, both)
         return out[:n], out[n:]
 
+    rescales_guidance = False  # whether :meth:`rescale_guided` changes ``u + w (c - u)`` (Lumina-2, Qwen-Image)
+
+    def rescale_guided(self, guided: Tensor, cond: Tensor) -> Tensor:
+        """A family's normalisation of the guided output against the conditional one (none by default)."""
+        return guided
+
     def predict(self, x: Tensor, t: float, condition: Condition, guidance: float | Tensor | None = None) -> Tensor:
         """Guided output ``u + w (c - u)``; ``guidance`` overrides the condition's scale (a float or per sample)."""
         w = condition.guidance if guidance is None else guidance
         if condition.uncond is None or (not torch.is_tensor(w) and w == 1.0):
             return self.forward(x, t, condition.cond.expand(x.shape[0]))
-        if not torch.is_tensor(w) and w == 0.0:
+        if not torch.is_tensor(w) and w == 0.0 and not self.rescales_guidance:  # a rescaled u still needs c
             return self.forward(x, t, condition.uncond.expand(x.shape[0]))
         u, c = self.predict_parts(x, t, condition)
         if torch.is_tensor(w):
             w = w.to(u).view(-1, *([1] * (u.ndim - 1)))
-        return u + w * (c - u)
+        return self.rescale_guided(u + w * (c - u), c)
 
 
 def __getattr__(name: str):

@@ -16,9 +16,12 @@ from .chroma import ChromaModel
 from .cogvideox import CogVideoXModel
 from .flux import FluxModel
 from .flux2 import Flux2Model
+from .hidream import HiDreamModel
+from .hunyuandit import HunyuanDiTModel
 from .kontext import KontextModel
 from .lcm import LCMModel
 from .lumina2 import Lumina2Model
+from .pixart import PixArtModel
 from .qwenimage import QwenImageModel
 from .sana import SanaModel
 from .sd import SDModel
@@ -27,7 +30,8 @@ from .sdxl import SDXLModel
 from .wan import WanModel
 from .zimage import ZImageModel
 
-FAMILIES = (WanModel, CogVideoXModel, Flux2Model, QwenImageModel, ChromaModel, KontextModel, Lumina2Model, ZImageModel, FluxModel, SanaModel, SD3Model, SDXLModel, LCMModel, SDModel)  # most specific first
+FAMILIES = (WanModel, CogVideoXModel, Flux2Model, QwenImageModel, ChromaModel, KontextModel, Lumina2Model, ZImageModel, FluxModel, SanaModel,
+            PixArtModel, HunyuanDiTModel, HiDreamModel, SD3Model, SDXLModel, LCMModel, SDModel)  # most specific first
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 

@@ -18,7 +18,7 @@ from ..errors import InversaError
 from ..model import Embeds, Model, Schedule
 
 SUPPORTED = ("StableDiffusion 1.x/2.x, StableDiffusionXL (incl. Turbo), LatentConsistencyModel, StableDiffusion3, FLUX.1"
-             ", SANA, Wan 2.1/2.2, CogVideoX")
+             ", SANA, PixArt-Sigma, HunyuanDiT, HiDream-I1, Wan 2.1/2.2, CogVideoX")
 
 
 OVERFLOW_HINTS = {torch.float16: "float16 overflowed: use --dtype bfloat16 (float32's range) or float32",

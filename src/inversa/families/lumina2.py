@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..model import Condition, Embeds, Schedule
-from .sd3 import SD3Model
+from ..model import Embeds, Schedule
+from .sd3 import SD3Model, calculate_shift
 
 
 class Lumina2Model(SD3Model):
@@ -53,11 +53,7 @@ class Lumina2Model(SD3Model):
 
     def shift_mu(self, shape) -> float:
         """The pipeline's ``calculate_shift`` of ``latents.shape[1]``: the channel count, whatever the resolution."""
-        cfg, channels = self.scheduler.config, self.net.config.in_channels
-        base, top = cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096)
-        low, high = cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15)
-        slope = (high - low) / (top - base)
-        return channels * slope + (low - slope * base)
+        return calculate_shift(self.net.config.in_channels, self.scheduler.config)
 
     def noise_levels(self, steps: int, spacing: str | None = None, shape=None) -> Schedule:
         sched, mu = self.stock_scheduler(), self.shift_mu(shape)
@@ -67,17 +63,12 @@ class Lumina2Model(SD3Model):
             f", mu={mu:.4g})" if sched.config.get("use_dynamic_shifting") else ")")
         return Schedule(sched.timesteps.double(), 1.0 - sigmas, sigmas, label)
 
-    def predict(self, x: Tensor, t: float, condition: Condition, guidance: float | Tensor | None = None) -> Tensor:
-        """CFG with ``cfg_normalization``: the guided output rescaled to the conditional one's norm over the last axis."""
-        w = condition.guidance if guidance is None else guidance
-        if condition.uncond is None or (not torch.is_tensor(w) and w == 1.0):
-            return self.forward(x, t, condition.cond.expand(x.shape[0]))
-        u, c = self.predict_parts(x, t, condition)
-        if torch.is_tensor(w):
-            w = w.to(u).view(-1, *([1] * (u.ndim - 1)))
-        guided = u + w * (c - u)
+    rescales_guidance = True
+
+    def rescale_guided(self, guided: Tensor, cond: Tensor) -> Tensor:
+        """``cfg_normalization``: the guided output rescaled to the conditional one's norm over the last axis."""
         # the pipeline's norms are of its (negated) network outputs: the same norms
-        return guided * (c.norm(dim=-1, keepdim=True) / guided.norm(dim=-1, keepdim=True))
+        return guided * (cond.norm(dim=-1, keepdim=True) / guided.norm(dim=-1, keepdim=True))
 
     def network(self, x: Tensor, t: float, embeds: Embeds) -> Tensor:
         n = x.shape[0]

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..model import Condition, Embeds, Schedule
 from .flux import pack, unpack
-from .sd3 import SD3Model
+from .sd3 import SD3Model, calculate_shift
 
 
 def pad_tokens(embeds: Embeds, length: int) -> Embeds:
@@ -100,12 +100,8 @@ class QwenImageModel(SD3Model):
 
     def shift_mu(self, shape) -> float:
         """``calculate_shift`` of the packed token count; the pipeline passes it even without dynamic shifting."""
-        cfg = self.scheduler.config
         h, w = shape[-2:] if shape is not None else (self.default_size() // self.vae_scale,) * 2
-        base, top = cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096)
-        low, high = cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15)
-        slope = (high - low) / (top - base)
-        return (h // 2) * (w // 2) * slope + (low - slope * base)
+        return calculate_shift((h // 2) * (w // 2), self.scheduler.config)
 
     def predict_parts(self, x: Tensor, t: float, condition: Condition) -> tuple[Tensor, Tensor]:
         n = x.shape[0]
@@ -114,16 +110,11 @@ class QwenImageModel(SD3Model):
         out = self.forward(torch.cat([x, x]), t, both)
         return out[:n], out[n:]
 
-    def predict(self, x: Tensor, t: float, condition: Condition, guidance: float | Tensor | None = None) -> Tensor:
-        """True CFG as the pipeline does it: ``u + w (c - u)``, each token rescaled to the norm of ``c``'s."""
-        w = condition.guidance if guidance is None else guidance
-        if condition.uncond is None or (not torch.is_tensor(w) and w == 1.0):
-            return self.forward(x, t, condition.cond.expand(x.shape[0]))
-        u, c = self.predict_parts(x, t, condition)
-        if torch.is_tensor(w):
-            w = w.to(u).view(-1, *([1] * (u.ndim - 1)))
-        guided = u + w * (c - u)
-        return guided * (token_norms(c) / token_norms(guided))
+    rescales_guidance = True
+
+    def rescale_guided(self, guided: Tensor, cond: Tensor) -> Tensor:
+        """True CFG as the pipeline does it: each token of ``u + w (c - u)`` rescaled to the norm of ``c``'s."""
+        return guided * (token_norms(cond) / token_norms(guided))
 
     def network(self, x: Tensor, t: float, embeds: Embeds) -> Tensor:
         n, _, h, w = x.shape

@@ -9,6 +9,14 @@ from ..model import Embeds, Schedule
 from .base import SUPPORTED, DiffusersModel
 
 
+def calculate_shift(tokens: int, cfg, max_shift: float = 1.15) -> float:
+    """diffusers' ``calculate_shift``: ``mu`` linear in the image token count between the scheduler config's end points."""
+    base, top = cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096)
+    low, high = cfg.get("base_shift", 0.5), cfg.get("max_shift", max_shift)
+    slope = (high - low) / (top - base)
+    return tokens * slope + (low - slope * base)
+
+
 class SD3Model(DiffusersModel):
     family = "sd3"
     paper_lr = 0.025
@@ -39,10 +47,7 @@ class SD3Model(DiffusersModel):
         if not cfg.get("use_dynamic_shifting"):
             return None
         h, w = shape[-2:] if shape is not None else (self.default_size() // self.vae_scale,) * 2
-        tokens = (h // self.latent_multiple) * (w // self.latent_multiple)
-        base, top = cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096)
-        low, high = cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.16)
-        return low + (high - low) * (tokens - base) / (top - base)
+        return calculate_shift((h // self.latent_multiple) * (w // self.latent_multiple), cfg, max_shift=1.16)
 
     def noise_levels(self, steps: int, spacing: str | None, shape=None) -> Schedule:
         sched, mu = self.stock_scheduler(), self.shift_mu(shape)

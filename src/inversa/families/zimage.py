@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ..model import Embeds, Schedule
-from .sd3 import SD3Model
+from .sd3 import SD3Model, calculate_shift
 
 
 class ZImageModel(SD3Model):
@@ -49,12 +49,8 @@ class ZImageModel(SD3Model):
         return Embeds(hidden.to(self.work_dtype), mask.to(self.work_dtype))
 
     def shift_mu(self, shape) -> float:
-        cfg = self.scheduler.config
         h, w = shape[-2:] if shape is not None else (self.default_size() // self.vae_scale,) * 2
-        base, top = cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096)
-        low, high = cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15)
-        slope = (high - low) / (top - base)
-        return (h // 2) * (w // 2) * slope + (low - slope * base)
+        return calculate_shift((h // 2) * (w // 2), self.scheduler.config)
 
     def noise_levels(self, steps: int, spacing: str | None = None, shape=None) -> Schedule:
         sched, mu = self.stock_scheduler(), self.shift_mu(shape)

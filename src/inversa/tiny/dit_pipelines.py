@@ -89,8 +89,80 @@ def _sana(seed: int):
                           scheduler=sched)
 
 
+def _pixart(seed: int):
+    """PixArtSigmaPipeline: T5 text (mask kept), a learned-sigma DiT, PixArt-Sigma's DPM-Solver++ config."""
+    import diffusers as d
+
+    from .random_pipelines import _t5_encoder, _vae
+    from .vocab import make_t5_tokenizer
+
+    torch.manual_seed(seed)
+    net = d.PixArtTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
+                                     num_layers=2, cross_attention_dim=16, caption_channels=32, sample_size=16,
+                                     patch_size=2, norm_type="ada_norm_single", use_additional_conditions=False,
+                                     interpolation_scale=1).eval()
+    # PixArt-Sigma-XL-2-1024-MS's scheduler_config.json (epsilon, DPM-Solver++ order 2, linear betas)
+    sched = d.DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", beta_schedule="linear", beta_start=0.0001,
+                                          beta_end=0.02, lower_order_final=True, prediction_type="epsilon",
+                                          solver_order=2, solver_type="midpoint", steps_offset=0,
+                                          timestep_spacing="linspace", num_train_timesteps=1000)
+    tok = make_t5_tokenizer()
+    return d.PixArtSigmaPipeline(tokenizer=tok, text_encoder=_t5_encoder(tok, 32, seed), vae=_vae(seed), transformer=net,
+                                 scheduler=sched)
+
+
+def _bert(seed: int):
+    """A tiny BERT with a word-level WordPiece vocabulary (HunyuanDiT's first, CLIP-like, encoder)."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words = specials + sorted(set(BASIC_WORDS) | set(string.ascii_lowercase) | set(string.punctuation))
+    tok = BertTokenizer(vocab={w: i for i, w in enumerate(words)}, model_max_length=77)
+    cfg = BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=80, pad_token_id=0)
+    torch.manual_seed(seed)
+    return tok, BertModel(cfg).eval()  # the pooler is unused, but the saved folder loads without a report
+
+
+def _vae8(seed: int):
+    """An AutoencoderKL with four blocks: HunyuanDiT's loop assumes the 8x VAE (``height // 8``)."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(block_out_channels=(8, 8, 8, 8), in_channels=3, out_channels=3, latent_channels=4,
+                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                         norm_num_groups=8, sample_size=32, scaling_factor=0.13025).eval()
+
+
+def _hunyuandit(seed: int):
+    """HunyuanDiTPipeline: BERT (77 tokens) + mT5 (256 tokens), a skip-connected learned-sigma DiT, v-prediction DDPM."""
+    import diffusers as d
+
+    from .random_pipelines import _t5_encoder
+    from .vocab import make_t5_tokenizer
+
+    torch.manual_seed(seed)
+    net = d.HunyuanDiT2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, patch_size=2,
+                              hidden_size=16, num_layers=4, cross_attention_dim=16, cross_attention_dim_t5=32,
+                              pooled_projection_dim=16, sample_size=4, text_len=77, text_len_t5=256,
+                              use_style_cond_and_image_meta_size=True).eval()
+    # HunyuanDiT's scheduler_config.json: DDPM, scaled-linear betas to 0.03, v-prediction, leading spacing
+    sched = d.DDPMScheduler(beta_start=0.00085, beta_end=0.03, beta_schedule="scaled_linear", clip_sample=False,
+                            prediction_type="v_prediction", steps_offset=1, timestep_spacing="leading",
+                            variance_type="fixed_small", num_train_timesteps=1000)
+    tok, bert = _bert(seed)
+    t5_tok = make_t5_tokenizer()
+    return d.HunyuanDiTPipeline(vae=_vae8(seed), text_encoder=bert, tokenizer=tok, transformer=net, scheduler=sched,
+                                safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+                                text_encoder_2=_t5_encoder(t5_tok, 32, seed + 1), tokenizer_2=t5_tok)
+
+
 def build(family: str, seed: int = 0):
     """A tiny random pipeline of ``family`` (one of :data:`DIT_FAMILIES`)."""
     if family == "sana":
         return _sana(seed)
+    if family == "pixart":
+        return _pixart(seed)
+    if family == "hunyuandit":
+        return _hunyuandit(seed)
     raise ValueError(f"unknown family {family!r}; expected one of {DIT_FAMILIES}")

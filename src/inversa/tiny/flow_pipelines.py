@@ -187,7 +187,43 @@ def flux2_dev(seed: int = 0):
                            transformer=net)
 
 
-BUILDERS = {"flux2": flux2_dev, "zimage": zimage, "lumina2": lumina2, "flux2-klein": flux2_klein, "qwenimage": qwenimage, "chroma": chroma, "kontext": kontext}
+def _llama(tok, seed: int):
+    """A tiny Llama-3 (HiDream reads every layer's hidden states; its transformer picks ``llama_layers``)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=4,
+                      num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=512,
+                      pad_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def hidream(seed: int = 0):
+    """HiDreamImagePipeline: two CLIPs (pooled), T5 and Llama-3 (all layers) text, a MoE flow DiT, static shift."""
+    import tempfile
+
+    import diffusers as d
+
+    from .random_pipelines import _t5_encoder, _text_encoder, _vae
+    from .vocab import make_t5_tokenizer, make_tokenizer
+
+    clip_tok = make_tokenizer(tempfile.mkdtemp(prefix="inversa-tok-"), max_length=128)  # HiDream pads CLIP to 128
+    clips = [_text_encoder(clip_tok, hidden=16, projection=8, seed=seed + i, positions=128) for i in range(2)]
+    llama_tok, t5_tok = make_qwen_tokenizer(128), make_t5_tokenizer()
+    torch.manual_seed(seed)
+    net = d.HiDreamImageTransformer2DModel(patch_size=2, in_channels=4, num_layers=1, num_single_layers=1,
+                                           attention_head_dim=8, num_attention_heads=2, caption_channels=[32, 16],
+                                           text_emb_dim=16, num_routed_experts=2, num_activated_experts=1,
+                                           axes_dims_rope=(4, 2, 2), max_resolution=(16, 16), llama_layers=[1, 3]).eval()
+    vae = _vae(seed, shift_factor=0.1159, scaling_factor=0.3611, use_quant_conv=False, use_post_quant_conv=False)
+    sched = d.FlowMatchEulerDiscreteScheduler(shift=3.0)  # HiDream-I1-Fast's static shift (Dev: 6.0)
+    return d.HiDreamImagePipeline(scheduler=sched, vae=vae, text_encoder=clips[0], tokenizer=clip_tok,
+                                  text_encoder_2=clips[1], tokenizer_2=clip_tok,
+                                  text_encoder_3=_t5_encoder(t5_tok, 32, seed + 2), tokenizer_3=t5_tok,
+                                  text_encoder_4=_llama(llama_tok, seed + 3), tokenizer_4=llama_tok, transformer=net)
+
+
+BUILDERS = {"hidream": hidream, "flux2": flux2_dev, "zimage": zimage, "lumina2": lumina2, "flux2-klein": flux2_klein, "qwenimage": qwenimage, "chroma": chroma, "kontext": kontext}
 
 
 def build(family: str, seed: int = 0):

@@ -16,15 +16,15 @@ from .random_video import VIDEO, build_video
 from .vocab import make_t5_tokenizer, make_tokenizer
 
 FAMILIES = ("sd", "sd2v", "sdxl", "lcm", "sd3", "flux")
-DIT = ("sana", "pixart", "hunyuandit")  # cross-attention DiTs (tiny/dit_pipelines.py), tested in test_families_dit.py
+DIT = ("sana", "pixart", "hunyuandit")  # cross-attention DiTs (tiny/dit_pipelines.py), tested in test_families_dit.py and test_families3.py
 VARIANTS = FAMILIES + ("flux-schnell",) + FLOW_FAMILIES + DIT + VIDEO  # buildable too, kept out of the per-family test matrix
 
 
-def _text_encoder(tokenizer, hidden: int = 32, projection: int | None = None, seed: int = 0):
+def _text_encoder(tokenizer, hidden: int = 32, projection: int | None = None, seed: int = 0, positions: int = 77):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     cfg = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=37, num_hidden_layers=2,
-                         num_attention_heads=4, max_position_embeddings=77, projection_dim=projection or hidden,
+                         num_attention_heads=4, max_position_embeddings=positions, projection_dim=projection or hidden,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id, hidden_act="gelu")
     torch.manual_seed(seed)
