@@ -26,12 +26,12 @@ import time
 
 import torch
 
-from inversa import invert
-from inversa.api import sample, schedule_of
+from inversa.inversion.api import invert
+from inversa.inversion.api import sample, schedule_of
 from inversa.methods import get_method
-from inversa.metrics import relative_error
-from inversa.oracle import GaussianModel, affine_preimage
-from inversa.result import Inversion
+from inversa.core.metrics import relative_error
+from inversa.models.oracle import GaussianModel, affine_preimage
+from inversa.io.result import Inversion
 
 ROWS = [("euler (ddim)", "ddim", {}), ("rf_solver", "rf_solver", {}), ("fireflow", "fireflow", {}),
         ("uni_inv", "uni_inv", {}), ("rf_inversion (gamma 0.5, eta 0)", "rf_inversion", {}),
@@ -111,12 +111,12 @@ def main(argv=None) -> int:
     results, start = {}, time.perf_counter()
     for source in args.sources.split(","):
         if source == "sd3":
-            from inversa import load_model
+            from inversa.models.diffusers.loader import load_model
             from inversa.tiny.random_pipelines import save_pipeline
 
             model, side = load_model(save_pipeline("sd3")), 16
         elif source != "oracle":  # a trained flow model by name or folder (embedded-flow), at its own size
-            from inversa import load_model
+            from inversa.models.diffusers.loader import load_model
 
             model = load_model(source)
             side = model.default_size() // model.vae_scale

@@ -79,7 +79,7 @@ def build_pipeline(spec: dict, net, dtype: torch.dtype, device: str):
     import diffusers
     from diffusers import AutoencoderKL
 
-    from inversa.tiny.random_pipelines import _t5_encoder, _text_encoder
+    from inversa.tiny.parts import _t5_encoder, _text_encoder
     from inversa.tiny.vocab import make_t5_tokenizer, make_tokenizer
 
     vae_spec = spec["vae"]
@@ -113,7 +113,7 @@ def build_pipeline(spec: dict, net, dtype: torch.dtype, device: str):
 
 def parse_method(text: str) -> tuple[str, dict]:
     """``"preciseinv solver=paper eta=0.01"`` -> ``("preciseinv", {"solver": "paper", "eta": 0.01})``."""
-    from inversa.cli import parse_options
+    from inversa.cli.common import parse_options
 
     name, *pairs = text.split()
     return name, parse_options(pairs)
@@ -145,7 +145,7 @@ def timed(fn, device: str) -> tuple[object, float]:
 
 def measure(model, z0, steps: int, methods: list[str], device: str, reps: int = 3) -> list[dict]:
     """One row for a bare network call, then one per method: time, NFE, memory, worst residual."""
-    from inversa import validate
+    from inversa.core import checks as validate
     from inversa.methods import get_method
 
     cond = model.condition([""] * len(z0))  # the paper's reconstruction protocol: empty prompt, no CFG
@@ -175,7 +175,8 @@ def measure(model, z0, steps: int, methods: list[str], device: str, reps: int = 
 
 
 def run_arch(arch: str, args) -> dict:
-    from inversa.families import DTYPES, DiffusersModel
+    from inversa.models.diffusers.loader import DTYPES
+    from inversa.models.diffusers.base import DiffusersModel
 
     spec = load_spec(arch)
     spec = reduce(spec) if args.scale == "reduced" else spec

@@ -44,7 +44,7 @@ def methods(scale: float):
 
 # --- cases -----------------------------------------------------------------------------------------------
 def oracle_cases(steps, batch):
-    from inversa.oracle import GaussianModel
+    from inversa.models.oracle import GaussianModel
 
     for pred in ("epsilon", "v_prediction", "flow"):
         model = GaussianModel(prediction=pred)
@@ -67,7 +67,7 @@ def photo_latents(model, batch, size=64):
 
 
 def generated_latents(model, n, batch, seed=0):
-    from inversa.api import denoise
+    from inversa.core.replay import denoise
 
     g = torch.Generator().manual_seed(seed)
     sched, cond = model.schedule(n), model.condition([""] * batch)
@@ -76,7 +76,7 @@ def generated_latents(model, n, batch, seed=0):
 
 
 def pipeline_cases(families, steps, batch, sources):
-    from inversa import load_model
+    from inversa.models.diffusers.loader import load_model
     from inversa.tiny import default_model_path
     from inversa.tiny.random_pipelines import save_pipeline
 
@@ -91,8 +91,8 @@ def pipeline_cases(families, steps, batch, sources):
 
 # --- one run -----------------------------------------------------------------------------------------------
 def run(model, z0, prompt, w, n, method, cfg):
-    from inversa import metrics
-    from inversa.api import denoise
+    from inversa.core import metrics
+    from inversa.core.replay import denoise
     from inversa.methods import get_method
 
     b = z0.shape[0]

@@ -17,10 +17,10 @@ import time
 
 import torch
 
-from inversa import metrics
-from inversa.api import denoise
+from inversa.core import metrics
+from inversa.core.replay import denoise
 from inversa.methods import get_method
-from inversa.oracle import GaussianModel
+from inversa.models.oracle import GaussianModel
 
 
 def photo_latent(model):
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
                     if args.speed:
                         speeds.append({"model": f"oracle-{pred}", **speed_ratio(model, z0, steps, args)})
             continue
-        from inversa import load_model
+        from inversa.models.diffusers.loader import load_model
         from inversa.tiny.random_pipelines import save_pipeline
 
         model = load_model(save_pipeline(family))

@@ -2,12 +2,13 @@
 import pytest
 import torch
 
-from inversa import invert, reconstruct
-from inversa.api import denoise, schedule_of
-from inversa.errors import InversaError
-from inversa.metrics import relative_error
-from inversa.oracle import GaussianModel
-from inversa.result import Inversion
+from inversa.inversion.api import invert, reconstruct
+from inversa.core.replay import denoise
+from inversa.inversion.api import schedule_of
+from inversa.core.errors import InversaError
+from inversa.core.metrics import relative_error
+from inversa.models.oracle import GaussianModel
+from inversa.io.result import Inversion
 
 PROMPT = "a red circle"
 

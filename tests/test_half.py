@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from inversa.api import invert, reconstruct
-from inversa.errors import InversaError
+from inversa.inversion.api import invert, reconstruct
+from inversa.core.errors import InversaError
 from inversa.methods.preciseinv import targets
-from inversa.metrics import latent_mse
+from inversa.core.metrics import latent_mse
 from inversa.tiny.random_pipelines import FAMILIES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -54,7 +54,7 @@ def test_every_family_inverts_in_bfloat16_with_float32_outputs(tiny_model, famil
 
 
 def test_nan_in_bfloat16_names_dtype_step_and_fix(pipeline_dir):
-    from inversa import load_model
+    from inversa.models.diffusers.loader import load_model
 
     model = load_model(pipeline_dir("sd"), dtype="bfloat16")
     with torch.no_grad():

@@ -2,15 +2,16 @@
 import pytest
 import torch
 
-from inversa import invert, reconstruct
-from inversa.api import denoise, schedule_of
-from inversa.cli import main
-from inversa.edit import edit, sample_branches
-from inversa.errors import InversaError
-from inversa.metrics import relative_error
+from inversa.inversion.api import invert, reconstruct
+from inversa.core.replay import denoise
+from inversa.inversion.api import schedule_of
+from inversa.cli.main import main
+from inversa.editing.edit import edit, sample_branches
+from inversa.core.errors import InversaError
+from inversa.core.metrics import relative_error
 from inversa.methods import cfgpp
-from inversa.oracle import GaussianModel, affine_preimage
-from inversa.result import Inversion
+from inversa.models.oracle import GaussianModel, affine_preimage
+from inversa.io.result import Inversion
 
 SRC, TGT = "a red circle", "a blue circle"
 
@@ -168,8 +169,8 @@ def test_cli_lists_and_edits_with_the_new_methods(pipeline_dir, photo, tmp_path,
 @pytest.mark.parametrize("method,w,opts", [("cfgpp", 1.0, {}), ("prompt_tuning", 3.0, {"iters": 2, "lr": 0.1}),
                                            ("spdinv", 1.0, {"iters": 2})])
 def test_stock_pipeline_replays_the_new_methods(family, method, w, opts, tiny_model):
-    from inversa import stock_callback
-    from inversa.stock import stock_scheduler
+    from inversa.inversion.stock import stock_callback
+    from inversa.inversion.stock import stock_scheduler
 
     model = tiny_model(family, "float64")
     inv = invert(model, _image(), SRC, method=method, steps=3, guidance=w, **opts)

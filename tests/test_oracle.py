@@ -2,9 +2,10 @@
 import pytest
 import torch
 
-from inversa import denoise, invert, reconstruct
-from inversa.metrics import relative_error
-from inversa.oracle import GaussianModel
+from inversa.core.replay import denoise
+from inversa.inversion.api import invert, reconstruct
+from inversa.core.metrics import relative_error
+from inversa.models.oracle import GaussianModel
 
 
 @pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "flow"])
@@ -61,7 +62,7 @@ def test_partial_inversion_stops_early():
 
 
 def test_per_step_state_refuses_another_step_count():
-    from inversa import InversaError
+    from inversa.core.errors import InversaError
 
     model = GaussianModel()
     z0 = model.sample_data(1, "a cat")

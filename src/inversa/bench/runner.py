@@ -17,14 +17,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .. import metrics
-from ..api import condition_of, denoise_step, invert, reconstruct, schedule_of
-from ..errors import InversaError
-from ..images import save_image
-from ..methods import get_method
-from ..validate import method_options
-from .datasets import Dataset
-from .store import Store, config_hash
+from inversa.core import metrics
+from inversa.inversion.api import condition_of, invert, reconstruct, schedule_of
+from inversa.core.replay import denoise_step
+from inversa.core.errors import InversaError
+from inversa.io.images import save_image
+from inversa.methods import get_method
+from inversa.editing.options import method_options
+from inversa.bench.datasets import Dataset
+from inversa.bench.store import Store, config_hash
 
 VAE_ROW = "vae_roundtrip"
 DECODER_ROW = "vae_decoder_inverted"
@@ -81,7 +82,7 @@ def check_methods(cfg: BenchConfig) -> None:
     """Fail before any work on unknown methods or options."""
     if cfg.decoder not in DECODER_MODES:
         raise InversaError(f"decoder inversion mode {cfg.decoder!r}: expected one of {', '.join(DECODER_MODES)}")
-    from ..decoder import options
+    from inversa.models.decoder import options
 
     options(cfg.decoder_options)
     for m in cfg.methods:
@@ -234,7 +235,7 @@ def _one(model, image, prompt: str, method: str, cfg: BenchConfig, lpips_net, de
     _peak_reset(model.device)
     start = time.perf_counter()
     if method in CEILINGS:
-        from ..decoder import invert_decoder
+        from inversa.models.decoder import invert_decoder
 
         with torch.no_grad():
             z0 = model.encode(image)

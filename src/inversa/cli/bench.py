@@ -6,7 +6,7 @@ import sys
 
 
 def add_command(sub) -> None:
-    from ..cli import add_model_args
+    from inversa.cli.common import add_model_args
 
     p = sub.add_parser("bench", help="benchmark inversion methods over a dataset into a resumable SQLite store")
     add_model_args(p)
@@ -50,8 +50,8 @@ def add_command(sub) -> None:
 
 
 def _options(pairs, methods) -> dict:
-    from ..cli import parse_options
-    from ..errors import InversaError
+    from inversa.cli.common import parse_options
+    from inversa.core.errors import InversaError
 
     out: dict[str, dict] = {}
     for pair in pairs or []:
@@ -78,12 +78,12 @@ def _distributed():
 def run_bench(args) -> int:
     import torch
 
-    from ..cli import open_model, parse_options
-    from ..metrics import load_lpips
-    from .datasets import open_dataset
-    from .report import markdown, table
-    from .runner import BenchConfig, check_methods, run
-    from .store import Store
+    from inversa.cli.common import open_model, parse_options
+    from inversa.core.metrics import load_lpips
+    from inversa.bench.datasets import open_dataset
+    from inversa.bench.report import markdown, table
+    from inversa.bench.runner import BenchConfig, check_methods, run
+    from inversa.bench.store import Store
 
     if args.task == "edit":
         return run_edit(args)
@@ -118,10 +118,10 @@ def run_bench(args) -> int:
 
 
 def run_edit(args) -> int:
-    from ..cli import open_model
-    from ..errors import InversaError
-    from . import edit_task
-    from .learned_metrics import load_learned
+    from inversa.cli.common import open_model
+    from inversa.core.errors import InversaError
+    from inversa.bench import edit_task
+    from inversa.bench.learned_metrics import load_learned
 
     if not args.data.startswith("pie:"):
         raise InversaError(f"--task edit needs --data pie:DIR (a PIE-Bench folder), not {args.data!r}")
@@ -142,9 +142,9 @@ def run_edit(args) -> int:
 
 
 def run_report(args) -> int:
-    from .report import write_report
+    from inversa.bench.report import write_report
 
-    from ..cli import print_notes
+    from inversa.cli.common import print_notes
 
     out = write_report(args.results, args.output, args.max_images)
     print_notes(out["notes"])

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import InversaError
+from inversa.core.errors import InversaError
 
 PAGE_STEPS = 4  # the page's defaults: a job takes seconds on the embedded model
 PAGE_METHOD = "fixed_point"  # embedded model, 4 steps: preciseinv's PSNR (the VAE ceiling) at a fifth of its NFE
@@ -33,8 +33,8 @@ EXTRA_HINT = "inversa serve needs the ui extra: pip install -e '.[ui]' (gradio, 
 
 def option_rows(method: str) -> list[list[str]]:
     """``[name, default, what it accepts]`` for each option of ``method`` (its signature, as validate checks it)."""
-    from .methods import get_method
-    from .validate import lower_bound
+    from inversa.methods import get_method
+    from inversa.core.checks import lower_bound
 
     spec = get_method(method)
     params = inspect.signature(spec.invert, eval_str=True).parameters
@@ -57,8 +57,8 @@ def option_rows(method: str) -> list[list[str]]:
 
 def options_from_rows(method: str, rows) -> dict:
     """The options a user set in the table (rows equal to the default are left out), checked like ``--opt``."""
-    from .cli import parse_options
-    from .validate import method_options
+    from inversa.cli.common import parse_options
+    from inversa.editing.options import method_options
 
     defaults = {name: value for name, value, _ in option_rows(method)}
     pairs = [f"{row[0]}={row[1]}" for row in (rows or []) if row and str(row[1]).strip() != defaults.get(row[0])]
@@ -71,8 +71,8 @@ def read_upload(model, path: str | None, what: str = "the image") -> tuple[Tenso
     """An uploaded image at the model's size, refusing files or pixel counts over the caps."""
     from PIL import Image
 
-    from .api import image_size
-    from .images import load_image
+    from inversa.models.model import image_size
+    from inversa.io.images import load_image
 
     if not path:
         raise InversaError(f"upload or pick {what} first")
@@ -94,7 +94,7 @@ def read_upload(model, path: str | None, what: str = "the image") -> tuple[Tenso
 
 def picture(x: Tensor) -> np.ndarray:
     """(1, 3, H, W) or (3, H, W) in [-1, 1] -> HxWx3 uint8, enlarged (whole pixels) to a side of at least DISPLAY."""
-    from .images import to_uint8
+    from inversa.io.images import to_uint8
 
     arr = to_uint8(x)
     zoom = max(1, -(-DISPLAY // max(arr.shape[:2])))
@@ -133,9 +133,9 @@ def _done(fraction: float, desc: str) -> None:
 def invert_job(model, image_path, prompt: str, method: str, steps: int, guidance: float, spacing: str,
                rows, outdir: str, progress=_done) -> dict:
     """Invert, reconstruct and score one image; the inversion is written to ``outdir``."""
-    from . import invert, reconstruct
-    from .bench.runner import step_residuals
-    from .metrics import summary
+    from inversa.inversion.api import invert, reconstruct
+    from inversa.bench.runner import step_residuals
+    from inversa.core.metrics import summary
 
     progress(0.0, "reading the image")
     image, notes = read_upload(model, image_path)
@@ -159,7 +159,8 @@ def invert_job(model, image_path, prompt: str, method: str, steps: int, guidance
 
 def reconstruct_job(model, file_path: str | None) -> np.ndarray:
     """Regenerate the image of an uploaded ``.safetensors`` inversion with the served model."""
-    from . import Inversion, reconstruct
+    from inversa.io.result import Inversion
+    from inversa.inversion.api import reconstruct
 
     if not file_path:
         raise InversaError("upload an inversion (.safetensors) first")
@@ -169,12 +170,12 @@ def reconstruct_job(model, file_path: str | None) -> np.ndarray:
 def edit_job(model, image_path, source: str, target: str, method: str, steps: int, guidance: float,
              cross_replace: float, blend: str, embedded: bool, progress=_done) -> dict:
     """Edit one image; the embedded model's prompts are mapped onto its caption template first."""
-    from .edit import edit
+    from inversa.editing.edit import edit
 
     progress(0.0, "reading the image")
     image, notes = read_upload(model, image_path)
     if embedded:
-        from .tiny.prompts import template_pair
+        from inversa.tiny.prompts import template_pair
 
         mapped = template_pair(source, target)
         if mapped != (source, target):
@@ -191,7 +192,7 @@ def edit_job(model, image_path, source: str, target: str, method: str, steps: in
 def interpolate_job(model, path_a, path_b, alphas: str, method: str, steps: int,
                     progress=_done) -> tuple[list[tuple[np.ndarray, str]], list[str]]:
     """Frames between two images, each with its alpha as caption, and the notes on reading the images."""
-    from .interpolate import interpolate
+    from inversa.editing.interpolate import interpolate
 
     try:
         values = [float(a) for a in alphas.replace(",", " ").split()]
@@ -219,7 +220,7 @@ def example_images(folder: str) -> dict[str, str]:
     from PIL import Image
     from skimage import data
 
-    from .tiny import shapes
+    from inversa.tiny import shapes
 
     paths = {}
     for name in ("astronaut", "chelsea", "coffee"):
@@ -259,9 +260,9 @@ def build(model, model_label: str, embedded: bool = False):
     """The Gradio page (not launched) serving ``model``."""
     import gradio as gr
 
-    from .edit import EMBEDDED_HELP
-    from .methods import available
-    from .recipes import RECIPES
+    from inversa.cli.edit import EMBEDDED_HELP
+    from inversa.methods import available
+    from inversa.editing.recipes import RECIPES
 
     Upload = upload_component(gr)
     workdir = tempfile.mkdtemp(prefix="inversa-serve-")
@@ -393,7 +394,7 @@ def build(model, model_label: str, embedded: bool = False):
 def run(args) -> int:
     import sys
 
-    from .cli import open_model
+    from inversa.cli.common import open_model
 
     if not 0 < args.port < 65536:
         raise InversaError(f"--port must be in 1..65535; got {args.port}")
@@ -417,7 +418,7 @@ def run(args) -> int:
 
 
 def add_command(sub) -> None:
-    from .cli import add_model_args
+    from inversa.cli.common import add_model_args
 
     p = sub.add_parser("serve", help="a local web page to invert, inspect, edit and interpolate (needs the ui extra)")
     add_model_args(p)

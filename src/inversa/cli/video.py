@@ -12,8 +12,8 @@ import time
 
 import torch
 
-from .errors import InversaError
-from .video import DEFAULT_FPS, clip_output, is_clip, load_clip, save_clip
+from inversa.core.errors import InversaError
+from inversa.io.video import DEFAULT_FPS, clip_output, is_clip, load_clip, save_clip
 
 FPS = {"wan": 16.0, "cogvideox": 8.0}  # what the pipelines' examples export at
 
@@ -34,7 +34,7 @@ def _has_frames(folder: str) -> bool:
 
 def load_clips(model, paths: list[str], size: int | None, frames: int | None, notes: list) -> tuple[torch.Tensor, float]:
     """The batch (B, 3, F, H, W) of ``paths`` (clips or still images) and the first clip's fps."""
-    from .images import load_image
+    from inversa.io.images import load_image
 
     clips, fps = [], None
     for path in paths:
@@ -54,12 +54,12 @@ def load_clips(model, paths: list[str], size: int | None, frames: int | None, no
 def run_invert(args, model, decoder_inversion) -> int:
     from statistics import fmean
 
-    from . import invert, reconstruct
-    from .api import image_size
-    from .cli import parse_options, print_notes
-    from .outputs import staged, unique_stems
-    from .prompts import prompt_notes
-    from .video_metrics import clip_summary
+    from inversa.inversion.api import invert, reconstruct
+    from inversa.models.model import image_size
+    from inversa.cli.common import parse_options, print_notes
+    from inversa.io.outputs import staged, unique_stems
+    from inversa.io.prompts import prompt_notes
+    from inversa.core.video_metrics import clip_summary
 
     notes: list[str] = []
     clips, fps = load_clips(model, args.images, image_size(model, args.size), args.frames, notes)
@@ -103,12 +103,12 @@ def write_reconstruction(model, recon: torch.Tensor, output: str) -> str:
 
 
 def run_edit(args, model, decoder_inversion) -> int:
-    from .api import image_size
-    from .cli import parse_options, print_notes
-    from .edit import edit
-    from .metrics import psnr
-    from .prompts import prompt_notes
-    from .video_metrics import frames_of
+    from inversa.models.model import image_size
+    from inversa.cli.common import parse_options, print_notes
+    from inversa.editing.edit import edit
+    from inversa.core.metrics import psnr
+    from inversa.io.prompts import prompt_notes
+    from inversa.core.video_metrics import frames_of
 
     if args.mask is not None or args.blend is not None:
         raise InversaError("--mask and --blend edit regions of images; a video edit has neither yet")

@@ -14,12 +14,12 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .errors import InversaError
-from .model import Condition, Model, Schedule
-from .trace import Recorder, Trace
+from inversa.core.errors import InversaError
+from inversa.core.types import Condition, Predictor, Schedule
+from inversa.core.trace import Recorder, Trace
 
 
-def require_flow(model: Model, method: str) -> None:
+def require_flow(model: Predictor, method: str) -> None:
     """Flow methods need a velocity network; say so in one line for any other model."""
     if model.prediction != "flow":
         raise InversaError(f"{method} needs a flow-matching model (velocity prediction: SD3, FLUX); "
@@ -33,7 +33,7 @@ class Velocity:
     ``guidance`` overrides the condition's scale (a float, or one per sample as in FlowEdit).
     """
 
-    model: Model
+    model: Predictor
     condition: Condition
     scale: float
     guidance: float | Tensor | None = None
@@ -42,7 +42,7 @@ class Velocity:
         return self.model.predict(x, s * self.scale, self.condition, self.guidance)
 
 
-def velocity(model: Model, condition: Condition, method: str, guidance: float | Tensor | None = None) -> Velocity:
+def velocity(model: Predictor, condition: Condition, method: str, guidance: float | Tensor | None = None) -> Velocity:
     """The velocity field of a flow model; the time scale comes from the model's own schedule."""
     require_flow(model, method)
     return Velocity(model, condition, 1.0 / float(model.schedule_from_timesteps([1.0]).sigmas[0]), guidance)
@@ -72,7 +72,7 @@ def rf_solver_step(v: Velocity, x: Tensor, s: float, s_next: float) -> Tensor:
 Step = Callable[[int, Tensor, float, float, object], tuple[Tensor, object]]
 
 
-def integrate(model: Model, x: Tensor, schedule: Schedule, step: Step, *, inverse: bool, desc: str = "flow"):
+def integrate(model: Predictor, x: Tensor, schedule: Schedule, step: Step, *, inverse: bool, desc: str = "flow"):
     """Run ``step(i, x, s, s_next, carry) -> (x, carry)`` over every step of ``schedule``.
 
     ``inverse`` walks from the clean level up to the noise (step ``i`` goes from level

@@ -171,7 +171,7 @@ def load_lpips(path: str, net: LPIPS | None = None) -> LPIPS:
     import glob
     import os
 
-    from .errors import InversaError
+    from inversa.core.errors import InversaError
 
     if os.path.isdir(path):
         files = sorted(f for ext in ("pth", "pt", "safetensors") for f in glob.glob(os.path.join(path, f"*.{ext}")))

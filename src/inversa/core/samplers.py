@@ -16,7 +16,7 @@ import math
 import torch
 from torch import Tensor
 
-from .errors import InversaError
+from inversa.core.errors import InversaError
 
 PREDICTIONS = ("epsilon", "v_prediction", "flow")
 

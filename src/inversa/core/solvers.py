@@ -64,12 +64,12 @@ class StepProblem:
     noise: float = 0.0
 
     def __post_init__(self):
-        from .samplers import coefficients
+        from inversa.core.samplers import coefficients
 
         self.A, self.B = coefficients(self.model.prediction, *self.levels, noise=self.noise)
 
     def output(self, x: Tensor, idx: Tensor) -> Tensor:
-        from .methods.fixed_point import _select
+        from inversa.methods.fixed_point import _select
 
         n = self.target.shape[0]
         cond = self.condition if len(idx) == n and bool((idx == torch.arange(n)).all()) else _select(self.condition, idx)
@@ -80,7 +80,7 @@ class StepProblem:
         """The same step for the samples ``idx`` only."""
         from dataclasses import replace
 
-        from .methods.fixed_point import _select
+        from inversa.methods.fixed_point import _select
 
         w = self.guidance[idx] if torch.is_tensor(self.guidance) and self.guidance.ndim else self.guidance
         return replace(self, condition=_select(self.condition, idx), target=self.target[idx], guidance=w)

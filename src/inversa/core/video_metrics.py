@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor
 
-from .metrics import latent_mse, psnr, ssim
+from inversa.core.metrics import latent_mse, psnr, ssim
 
 
 def frames_of(clip: Tensor) -> Tensor:

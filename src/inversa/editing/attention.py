@@ -28,7 +28,7 @@ from difflib import SequenceMatcher
 
 import torch
 
-from .model import Model
+from inversa.models.model import Model
 
 
 @dataclass

@@ -6,33 +6,18 @@ import time
 import torch
 from torch import Tensor
 
-from . import decoder, samplers, validate
-from .consistency import check_inversion
-from .errors import InversaError
-from .methods import get_method
-from .model import Condition, Embeds, Model, Schedule, load_model
-from .result import Inversion
-
-
-def _as_model(model) -> Model:
-    return load_model(model) if isinstance(model, str) else model
-
-
-def image_size(model: Model, size: int | None) -> int | None:
-    """Side images are cropped and resized to: ``None`` -> the model's size, ``0`` -> keep (CLI and API alike)."""
-    return model.default_size() if size is None else (size or None)
-
-
-def _as_images(image, size: int | None) -> Tensor:
-    from .images import load_image
-
-    if isinstance(image, Tensor):
-        return image if image.ndim in (4, 5) else image[None]  # (B, 3, H, W) images or (B, 3, F, H, W) clips
-    if isinstance(image, str):
-        return load_image(image, size)
-    if isinstance(image, (list, tuple)):
-        return torch.cat([_as_images(i, size) for i in image])
-    raise InversaError(f"cannot invert an object of type {type(image).__name__}; give a path or a tensor")
+from inversa.models import decoder
+from inversa.core import checks as validate
+from inversa.io.consistency import check_inversion
+from inversa.core.errors import InversaError
+from inversa.methods import get_method
+from inversa.core.replay import denoise
+from inversa.core.types import Condition, Schedule
+from inversa.models.model import Model
+from inversa.models.diffusers.loader import as_model
+from inversa.io.images import as_images
+from inversa.models.model import image_size
+from inversa.io.result import Inversion
 
 
 def condition_of(model: Model, inv: Inversion) -> Condition:
@@ -60,12 +45,12 @@ def invert(model, image, prompt: str | list[str] = "", *, method: str = "precise
     ``decoder_inversion`` (True or options of :func:`inversa.decoder.invert_decoder`) first
     replaces ``E(x)`` by a latent that decodes closer to the image, lifting the VAE ceiling.
     """
-    model = _as_model(model)
+    model = as_model(model)
     spec = get_method(method)
-    config = validate.method_options(method, config)
+    config = validate.signature_options(method, spec.invert, spec.options(), config)
     validate.steps(steps)
     guidance = validate.guidance(guidance)
-    images = _as_images(image, image_size(model, size))
+    images = as_images(image, image_size(model, size))
     validate.megapixels(*images.shape[-2:], model.device)
     n = images.shape[0]
     prompts = [prompt] * n if isinstance(prompt, str) else list(prompt)
@@ -94,54 +79,9 @@ def invert(model, image, prompt: str | list[str] = "", *, method: str = "precise
         image_size=list(images.shape[-2:]))
 
 
-def denoise(model: Model, x_T: Tensor, schedule: Schedule, condition: Condition,
-            state: dict[str, Tensor] | None = None) -> Tensor:
-    """The sampler from ``x_T``, replaying the side state a method recorded (see :func:`denoise_step`).
-
-    Per-step state must hold one entry per step of ``schedule`` (:func:`sample` checks it against
-    the method's declaration).
-    """
-    state = state or {}
-    x = x_T
-    for i in range(len(schedule)):
-        x = denoise_step(model, x, i, schedule, condition, state)
-    return x
-
-
-def denoise_step(model: Model, x: Tensor, i: int, schedule: Schedule, condition: Condition,
-                 state: dict[str, Tensor]) -> Tensor:
-    """Step ``i`` of the sampler with what the state records for it.
-
-    ``guidance_t``/``guidance_w``: per-step guidance keyed by timestep (nearest is used
-    when sampling on other timesteps); ``uncond_hidden``: per-step unconditional
-    embeddings (N, B, L, D); ``offsets``: added after the DDIM step (N, B, ...);
-    ``noise_maps``: a DDPM step (noise scale ``noise_eta``, default 1) adding the map, or
-    the map itself on a noiseless step (N, B, ...).
-    """
-    t, levels = float(schedule.timesteps[i]), schedule.levels(i)
-    w = guidance_at(state, t) if "guidance_w" in state else None
-    if "uncond_hidden" in state:
-        condition = Condition(condition.cond, Embeds(state["uncond_hidden"][i], condition.uncond.pooled
-                                                     if condition.uncond is not None else None), condition.guidance)
-    out = model.predict(x, t, condition, w)
-    if "noise_maps" in state:
-        std = samplers.ddpm_noise(*levels, eta=float(state.get("noise_eta", 1.0)))
-        return samplers.step(model.prediction, x, out, *levels, noise=std) + (std or 1.0) * state["noise_maps"][i].to(x)
-    x = samplers.step(model.prediction, x, out, *levels)
-    return x + state["offsets"][i].to(x) if "offsets" in state else x
-
-
-def guidance_at(state: dict[str, Tensor], t: float):
-    """The recorded guidance scale of the nearest recorded timestep (per sample if recorded so)."""
-    ts = state["guidance_t"].double()
-    j = int((ts - t).abs().argmin())
-    w = state["guidance_w"][j]
-    return w if w.ndim else float(w)
-
-
 def reconstruct(model, inv: Inversion, steps: int | None = None, decode: bool = True) -> Tensor:
     """Regenerate the image (or latent, ``decode=False``) from an inversion; ``steps`` may differ from inversion."""
-    model = _as_model(model)
+    model = as_model(model)
     check_inversion(model, inv)
     if steps is not None:
         validate.steps(steps)

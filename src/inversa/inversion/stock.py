@@ -22,12 +22,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .api import guidance_at
-from .errors import InversaError
-from .families import DiffusersModel
-from .methods import StockHook, get_method
-from .model import SPACINGS
-from .result import Inversion
+from inversa.core.replay import guidance_at
+from inversa.core.errors import InversaError
+from inversa.models.diffusers.base import DiffusersModel
+from inversa.models.diffusers.loader import from_pipeline
+from inversa.methods import StockHook, get_method
+from inversa.core.types import SPACINGS
+from inversa.io.result import Inversion
 
 
 def stock_scheduler(pipe, spacing: str | None = None):
@@ -35,7 +36,7 @@ def stock_scheduler(pipe, spacing: str | None = None):
 
     ``spacing`` overrides the config's ``timestep_spacing`` (pass the inversion's ``inv.spacing``).
     """
-    model = pipe if isinstance(pipe, DiffusersModel) else DiffusersModel(pipe)
+    model = pipe if isinstance(pipe, DiffusersModel) else from_pipeline(pipe)
     return model.stock_scheduler(spacing if spacing in SPACINGS else None)
 
 
@@ -132,7 +133,7 @@ def stock_callback(pipe, inv: Inversion) -> StockReplay:
         if why:
             raise InversaError(f"a stock pipeline cannot replay a {inv.method} inversion: {why}; "
                                f"use inversa.reconstruct")
-    model = pipe if isinstance(pipe, DiffusersModel) else DiffusersModel(pipe)
+    model = pipe if isinstance(pipe, DiffusersModel) else from_pipeline(pipe)
     refusal = model.stock_callback_refusal  # a family whose stock loop a callback cannot steer
     if refusal and (model.packs_latents or inv.state or spec.stock is not None):
         raise InversaError(f"a stock {type(model.pipe).__name__} cannot replay a {inv.method} inversion: {refusal}; "

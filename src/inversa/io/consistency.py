@@ -11,7 +11,7 @@ import typing
 
 import torch
 
-from .errors import InversaError
+from inversa.core.errors import InversaError
 
 PER_STEP = ("uncond_hidden", "offsets", "noise_maps")  # (N, B, ...) state, one entry per step
 

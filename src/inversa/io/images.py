@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import InversaError
-from .outputs import staged
+from inversa.core.errors import InversaError
+from inversa.io.outputs import staged
 
 
 CROPS = ("center", "resize")
@@ -18,7 +18,7 @@ MIN_SIDE = 8  # pixels; smaller images hold too little to invert
 
 def load_image(path: str, size: int | None = None, notes: list | None = None) -> Tensor:
     """Image file -> (1, 3, H, W) tensor in [-1, 1]; ``size`` centre-crops to a square and resizes (see ``notes``)."""
-    from .validate import size as checked_size
+    from inversa.core.checks import size as checked_size
 
     if size:
         checked_size(size)  # before any upscaling allocates
@@ -58,7 +58,7 @@ def read_image(path: str, notes: list | None = None) -> np.ndarray:
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    from .validate import regular_file
+    from inversa.core.checks import regular_file
 
     regular_file(path, "image file")  # stat first: a fifo or device is never opened
     notes = notes if notes is not None else []
@@ -148,3 +148,14 @@ def save_image(x: Tensor, path: str) -> str:
     with staged() as stage:
         Image.fromarray(to_uint8(x)).save(stage(path))  # the temporary name keeps the extension, so the format
     return path
+
+
+def as_images(image, size: int | None) -> Tensor:
+    """A path, a list of paths or a tensor as a (B, 3, H, W) batch in [-1, 1] (or (B, 3, F, H, W) clips)."""
+    if isinstance(image, Tensor):
+        return image if image.ndim in (4, 5) else image[None]  # (B, 3, H, W) images or (B, 3, F, H, W) clips
+    if isinstance(image, str):
+        return load_image(image, size)
+    if isinstance(image, (list, tuple)):
+        return torch.cat([as_images(i, size) for i in image])
+    raise InversaError(f"cannot invert an object of type {type(image).__name__}; give a path or a tensor")

@@ -7,9 +7,9 @@ from dataclasses import asdict, dataclass, field
 
 from torch import Tensor
 
-from .consistency import check_metadata
-from .errors import InversaError
-from .outputs import staged
+from inversa.io.consistency import check_metadata
+from inversa.core.errors import InversaError
+from inversa.io.outputs import staged
 
 FORMAT = "inversa.inversion/1"
 
@@ -77,7 +77,7 @@ class Inversion:
 
         if os.path.isdir(path):
             path = os.path.join(path, "inversion.safetensors")
-        from .validate import regular_file
+        from inversa.core.checks import regular_file
 
         regular_file(path, "inversion file")  # stat first: a fifo is never opened
         try:

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import InversaError
-from .images import read_image, sizing_notes, to_tensor, to_uint8
-from .outputs import staged
+from inversa.core.errors import InversaError
+from inversa.io.images import read_image, sizing_notes, to_tensor, to_uint8
+from inversa.io.outputs import staged
 
 VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 FRAME_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")

@@ -14,9 +14,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .. import samplers
-from ..solvers import anderson_mix
-from . import Trace, backwards, register
+from inversa.core import samplers
+from inversa.core.solvers import anderson_mix
+from inversa.methods import Trace, backwards, register
 
 VARIANTS = ("plain", "average", "anderson")
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .errors import InversaError
-from .metrics import psnr
-from .solvers import _dot, _rows, _two_loop
+from inversa.core.errors import InversaError
+from inversa.core.metrics import psnr
+from inversa.core.solvers import _dot, _rows, _two_loop
 
 
 @dataclass

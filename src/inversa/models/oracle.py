@@ -11,7 +11,8 @@ import hashlib
 import torch
 from torch import Tensor
 
-from .model import Condition, Embeds, Model, Schedule, vp_timesteps
+from inversa.core.types import Condition, Embeds, Schedule, vp_timesteps
+from inversa.models.model import Model
 
 
 class GaussianModel(Model):
@@ -101,7 +102,7 @@ class GaussianModel(Model):
     def exact_inversion(self, z0: Tensor, schedule: Schedule, condition: Condition,
                         guidance: list[float] | None = None) -> list[Tensor]:
         """The exact states ``[x_0 (= x_T), ..., x_N (= z0)]`` of the deterministic sampler."""
-        from .samplers import coefficients
+        from inversa.core.samplers import coefficients
 
         states = [z0.to(self.dtype)]
         for i in reversed(range(len(schedule))):

@@ -10,7 +10,7 @@ import string
 
 import torch
 
-from .vocab import BASIC_WORDS
+from inversa.tiny.vocab import BASIC_WORDS
 
 DIT_FAMILIES = ("sana", "pixart", "hunyuandit")
 

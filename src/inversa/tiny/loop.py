@@ -15,9 +15,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import checkpoint
-from ..outputs import write_text
-from .train import _budget_done, _log, encode_dataset
+from inversa.tiny import checkpoint
+from inversa.io.outputs import write_text
+from inversa.tiny.train import _budget_done, _log, encode_dataset
 
 
 def cached_latents(vae, n: int, seed: int, output: str, device: str = "cpu"):

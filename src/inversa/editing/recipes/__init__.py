@@ -14,9 +14,9 @@ from typing import Callable
 
 from torch import Tensor
 
-from .ddcm import ddcm
-from .flowedit import flowedit
-from .guide_rescale import guide_and_rescale
+from inversa.editing.recipes.ddcm import ddcm
+from inversa.editing.recipes.flowedit import flowedit
+from inversa.editing.recipes.guide_rescale import guide_and_rescale
 
 COMMON = ("steps", "guidance", "source_guidance", "negative", "spacing")  # set by edit() itself
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import flow
-from .errors import InversaError
-from .model import Condition
+from inversa.core import flow
+from inversa.core.errors import InversaError
+from inversa.core.types import Condition
 
 
 def branches(model, source: list[str], target: list[str], guidance: float, source_guidance: float,

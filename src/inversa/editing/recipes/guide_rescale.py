@@ -23,11 +23,11 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
-from . import samplers, validate
-from .attention import capturing
-from .errors import InversaError
-from .methods.ddim import naive_inversion
-from .model import Embeds
+from inversa.core import samplers, checks as validate
+from inversa.editing.attention import capturing
+from inversa.core.errors import InversaError
+from inversa.methods.ddim import naive_inversion
+from inversa.core.types import Embeds
 
 
 @contextmanager

@@ -14,8 +14,9 @@ import inspect
 import torch
 from torch import Tensor
 
-from ..errors import InversaError
-from ..model import Embeds, Model, Schedule
+from inversa.core.errors import InversaError
+from inversa.core.types import Embeds, Schedule
+from inversa.models.model import Model
 
 SUPPORTED = ("StableDiffusion 1.x/2.x, StableDiffusionXL (incl. Turbo), LatentConsistencyModel, StableDiffusion3, FLUX.1"
              ", SANA, Wan 2.1/2.2, CogVideoX")
@@ -34,13 +35,18 @@ def accepts_argument(fn, name: str) -> bool:
 
 
 class DiffusersModel(Model):
-    """A diffusers pipeline seen through :class:`Model`; ``DiffusersModel(pipe)`` builds its family's subclass."""
+    """A diffusers pipeline seen through :class:`Model`.
+
+    ``DiffusersModel(pipe)`` builds the adapter of ``pipe``'s family: the loader
+    (:mod:`inversa.models.diffusers.loader`) registers its ``family_of`` here as :attr:`family_of`;
+    :func:`~inversa.models.diffusers.loader.from_pipeline` does the same without the class call.
+    """
+
+    family_of = None  # pipe -> family class; set by inversa.models.diffusers.loader
 
     def __new__(cls, pipe, *args, **kwargs):
-        if cls is DiffusersModel:
-            from . import family_of
-
-            cls = family_of(pipe)
+        if cls is DiffusersModel and DiffusersModel.family_of is not None:
+            cls = DiffusersModel.family_of(pipe)
         return super().__new__(cls)
 
     def __init__(self, pipe, name: str = "", embedded_guidance: float | None = None):

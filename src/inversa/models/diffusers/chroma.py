@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..model import Embeds
-from .flux import FluxModel, image_ids, pack, unpack
+from inversa.core.types import Embeds
+from inversa.models.diffusers.flux import FluxModel, image_ids, pack, unpack
 
 
 def text_mask(mask: Tensor, image_tokens: int) -> Tensor:

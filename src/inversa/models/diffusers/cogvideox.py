@@ -17,10 +17,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..errors import InversaError
-from ..model import SPACINGS, Embeds
-from .sd import SDModel
-from .video import VideoMixin
+from inversa.core.errors import InversaError
+from inversa.core.types import SPACINGS, Embeds
+from inversa.models.diffusers.sd import SDModel
+from inversa.models.diffusers.video import VideoMixin
 
 
 def to_pipeline(x: Tensor) -> Tensor:

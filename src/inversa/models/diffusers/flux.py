@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import InversaError
-from ..model import Embeds, Schedule
-from .sd3 import SD3Model
+from inversa.core.errors import InversaError
+from inversa.core.types import Embeds, Schedule
+from inversa.models.diffusers.sd3 import SD3Model
 
 
 def pack(x: Tensor) -> Tensor:

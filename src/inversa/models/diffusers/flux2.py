@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..model import Embeds, Schedule
-from .sd3 import SD3Model
+from inversa.core.types import Embeds, Schedule
+from inversa.models.diffusers.sd3 import SD3Model
 
 
 def patchify(z: Tensor) -> Tensor:

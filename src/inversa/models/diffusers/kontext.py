@@ -18,9 +18,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..errors import InversaError
-from ..model import Embeds
-from .flux import FluxModel, image_ids, pack, unpack
+from inversa.core.errors import InversaError
+from inversa.core.types import Embeds
+from inversa.models.diffusers.flux import FluxModel, image_ids, pack, unpack
 
 
 def reference_ids(rows: int, cols: int) -> Tensor:

@@ -1,7 +1,9 @@
-"""Model families: one small adapter module per diffusers pipeline family, and the loader.
+"""The explicit loader: which family adapts a pipeline (:func:`family_of`), and :func:`load_model`.
 
-To add a family, subclass :class:`~inversa.families.base.DiffusersModel` (or a relative)
+To add a family, subclass :class:`~inversa.models.diffusers.base.DiffusersModel` (or a relative)
 in its own module and list it in :data:`FAMILIES` before any family it specialises.
+:func:`from_pipeline` builds the adapter of a pipeline already in memory; this module registers
+:func:`family_of` with :class:`DiffusersModel` so that ``DiffusersModel(pipe)`` does the same.
 """
 from __future__ import annotations
 
@@ -10,22 +12,23 @@ import os
 
 import torch
 
-from ..errors import InversaError
-from .base import SUPPORTED, DiffusersModel
-from .chroma import ChromaModel
-from .cogvideox import CogVideoXModel
-from .flux import FluxModel
-from .flux2 import Flux2Model
-from .kontext import KontextModel
-from .lcm import LCMModel
-from .lumina2 import Lumina2Model
-from .qwenimage import QwenImageModel
-from .sana import SanaModel
-from .sd import SDModel
-from .sd3 import SD3Model
-from .sdxl import SDXLModel
-from .wan import WanModel
-from .zimage import ZImageModel
+from inversa.core.errors import InversaError
+from inversa.models.model import Model
+from inversa.models.diffusers.base import SUPPORTED, DiffusersModel
+from inversa.models.diffusers.chroma import ChromaModel
+from inversa.models.diffusers.cogvideox import CogVideoXModel
+from inversa.models.diffusers.flux import FluxModel
+from inversa.models.diffusers.flux2 import Flux2Model
+from inversa.models.diffusers.kontext import KontextModel
+from inversa.models.diffusers.lcm import LCMModel
+from inversa.models.diffusers.lumina2 import Lumina2Model
+from inversa.models.diffusers.qwenimage import QwenImageModel
+from inversa.models.diffusers.sana import SanaModel
+from inversa.models.diffusers.sd import SDModel
+from inversa.models.diffusers.sd3 import SD3Model
+from inversa.models.diffusers.sdxl import SDXLModel
+from inversa.models.diffusers.wan import WanModel
+from inversa.models.diffusers.zimage import ZImageModel
 
 FAMILIES = (WanModel, CogVideoXModel, Flux2Model, QwenImageModel, ChromaModel, KontextModel, Lumina2Model, ZImageModel, FluxModel, SanaModel, SD3Model, SDXLModel, LCMModel, SDModel)  # most specific first
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
@@ -38,6 +41,14 @@ def family_of(pipe) -> type[DiffusersModel]:
             if cls.accepts(pipe):
                 return cls
     raise InversaError(f"unsupported pipeline {type(pipe).__name__}; supported: {SUPPORTED}")
+
+
+DiffusersModel.family_of = staticmethod(family_of)  # DiffusersModel(pipe) -> the family's adapter
+
+
+def from_pipeline(pipe, name: str = "", embedded_guidance: float | None = None) -> DiffusersModel:
+    """The adapter of ``pipe``'s family (a one-line error for an unsupported pipeline)."""
+    return family_of(pipe)(pipe, name=name, embedded_guidance=embedded_guidance)
 
 
 def _absent_components(folder: str) -> dict:
@@ -55,8 +66,8 @@ def load_model(name_or_path: str, dtype: str | torch.dtype = "float32", device: 
     """Load any supported diffusers pipeline with ``from_pretrained`` (hub id, local folder or shipped short name)."""
     from diffusers import DiffusionPipeline
 
-    from ..tiny import resolve
-    from ..validate import device as check_device
+    from inversa.tiny import resolve
+    from inversa.core.checks import device as check_device
 
     name_or_path, defaults = resolve(name_or_path)
     if embedded_guidance is None:
@@ -85,4 +96,9 @@ def load_model(name_or_path: str, dtype: str | torch.dtype = "float32", device: 
     if device:
         pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    return DiffusersModel(pipe, name=name_or_path, embedded_guidance=embedded_guidance)
+    return from_pipeline(pipe, name=name_or_path, embedded_guidance=embedded_guidance)
+
+
+def as_model(model) -> Model:
+    """A model, or one loaded with :func:`load_model` from its name or folder."""
+    return load_model(model) if isinstance(model, str) else model

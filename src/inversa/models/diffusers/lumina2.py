@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..model import Condition, Embeds, Schedule
-from .sd3 import SD3Model
+from inversa.core.types import Condition, Embeds, Schedule
+from inversa.models.diffusers.sd3 import SD3Model
 
 
 class Lumina2Model(SD3Model):

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..model import Condition, Embeds, Schedule
-from .flux import pack, unpack
-from .sd3 import SD3Model
+from inversa.core.types import Condition, Embeds, Schedule
+from inversa.models.diffusers.flux import pack, unpack
+from inversa.models.diffusers.sd3 import SD3Model
 
 
 def pad_tokens(embeds: Embeds, length: int) -> Embeds:

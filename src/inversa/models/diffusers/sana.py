@@ -18,9 +18,9 @@ import inspect
 import torch
 from torch import Tensor
 
-from ..errors import InversaError
-from ..model import Embeds, Schedule
-from .base import DiffusersModel
+from inversa.core.errors import InversaError
+from inversa.core.types import Embeds, Schedule
+from inversa.models.diffusers.base import DiffusersModel
 
 
 class SanaModel(DiffusersModel):

@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..errors import InversaError
-from ..model import SPACINGS, Embeds, Schedule
-from .base import DiffusersModel
+from inversa.core.errors import InversaError
+from inversa.core.types import SPACINGS, Embeds, Schedule
+from inversa.models.diffusers.base import DiffusersModel
 
 
 class SDModel(DiffusersModel):

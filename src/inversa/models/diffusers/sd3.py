@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..errors import InversaError
-from ..model import Embeds, Schedule
-from .base import SUPPORTED, DiffusersModel
+from inversa.core.errors import InversaError
+from inversa.core.types import Embeds, Schedule
+from inversa.models.diffusers.base import SUPPORTED, DiffusersModel
 
 
 class SD3Model(DiffusersModel):

@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..model import Embeds
-from .sd import SDModel
+from inversa.core.types import Embeds
+from inversa.models.diffusers.sd import SDModel
 
 
 class SDXLModel(SDModel):

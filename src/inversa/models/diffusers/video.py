@@ -12,8 +12,8 @@ import inspect
 import torch
 from torch import Tensor
 
-from ..errors import InversaError
-from ..model import Embeds
+from inversa.core.errors import InversaError
+from inversa.core.types import Embeds
 
 
 def call_default(pipe, name: str, fallback):

@@ -15,10 +15,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..errors import InversaError
-from ..model import Embeds
-from .sd3 import SD3Model
-from .video import VideoMixin
+from inversa.core.errors import InversaError
+from inversa.core.types import Embeds
+from inversa.models.diffusers.sd3 import SD3Model
+from inversa.models.diffusers.video import VideoMixin
 
 
 class WanModel(VideoMixin, SD3Model):

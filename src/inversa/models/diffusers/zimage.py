@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..model import Embeds, Schedule
-from .sd3 import SD3Model
+from inversa.core.types import Embeds, Schedule
+from inversa.models.diffusers.sd3 import SD3Model
 
 
 class ZImageModel(SD3Model):
@@ -65,7 +65,7 @@ class ZImageModel(SD3Model):
         return Schedule(sched.timesteps.double(), 1.0 - sigmas, sigmas, label)
 
     def predict_parts(self, x, t, condition):
-        from .qwenimage import pad_tokens
+        from inversa.models.diffusers.qwenimage import pad_tokens
 
         n = x.shape[0]
         length = max(condition.uncond.hidden.shape[1], condition.cond.hidden.shape[1])
