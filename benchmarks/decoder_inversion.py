@@ -18,9 +18,9 @@ import torch
 
 import inversa
 from inversa.bench.datasets import photos
-from inversa.models.decoder import invert_decoder
 from inversa.core.metrics import latent_mse, psnr
 from inversa.methods import get_method
+from inversa.models.decoder import invert_decoder
 from inversa.tiny import default_model_path
 
 

@@ -175,8 +175,8 @@ def measure(model, z0, steps: int, methods: list[str], device: str, reps: int = 
 
 
 def run_arch(arch: str, args) -> dict:
-    from inversa.models.diffusers.loader import DTYPES
     from inversa.models.diffusers.base import DiffusersModel
+    from inversa.models.diffusers.loader import DTYPES
 
     spec = load_spec(arch)
     spec = reduce(spec) if args.scale == "reduced" else spec

@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from inversa.io.result import Inversion
-from inversa.inversion.api import invert
 from inversa.cli.main import main
 from inversa.core.errors import InversaError
+from inversa.inversion.api import invert
+from inversa.io.result import Inversion
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
@@ -255,8 +255,8 @@ def test_one_step_from_zero_terminal_snr_to_alpha_one_is_explained():
     (Stock SD configs end on alphas_cumprod[0] instead, where the factor is sigma ~ 0.03: invertible.)"""
     import torch
 
-    from inversa.core.types import Schedule
     from inversa.core.checks import invertible
+    from inversa.core.types import Schedule
 
     one = Schedule(torch.tensor([999.0]), torch.tensor([0.0, 1.0], dtype=torch.float64),
                    torch.tensor([1.0, 0.0], dtype=torch.float64), "trailing")
@@ -743,9 +743,9 @@ def test_fuzzed_coco_pie_and_inversion_metadata_raise_only_inversa_errors(saved,
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from inversa.inversion.api import schedule_of
     from inversa.bench.datasets import read_captions
     from inversa.bench.pie import load_pie
+    from inversa.inversion.api import schedule_of
     from inversa.io.consistency import check_inversion
 
     rng = np.random.default_rng(29)

@@ -2,13 +2,13 @@
 import pytest
 import torch
 
-from inversa.inversion.api import invert, reconstruct
-from inversa.core.replay import denoise
-from inversa.inversion.api import schedule_of
 from inversa.core.errors import InversaError
 from inversa.core.metrics import relative_error
-from inversa.models.oracle import GaussianModel
+from inversa.core.replay import denoise
+from inversa.inversion.api import invert, reconstruct
+from inversa.inversion.api import schedule_of
 from inversa.io.result import Inversion
+from inversa.models.oracle import GaussianModel
 
 PROMPT = "a red circle"
 

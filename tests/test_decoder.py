@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import inversa
-from inversa.models.decoder import invert_decoder, options
 from inversa.core.errors import InversaError
 from inversa.core.metrics import psnr
+from inversa.models.decoder import invert_decoder, options
 from inversa.tiny import default_model_path
 
 

@@ -2,13 +2,13 @@
 import pytest
 import torch
 
-from inversa.editing.attention import capturing
 from inversa.cli.main import main
-from inversa.editing.recipes.ddcm import ddcm
-from inversa.editing.edit import edit
 from inversa.core.errors import InversaError
-from inversa.editing.recipes.guide_rescale import energy, guide_and_rescale
 from inversa.core.metrics import relative_error
+from inversa.editing.attention import capturing
+from inversa.editing.edit import edit
+from inversa.editing.recipes.ddcm import ddcm
+from inversa.editing.recipes.guide_rescale import energy, guide_and_rescale
 from inversa.models.oracle import GaussianModel
 
 SRC, TGT = "a red circle", "a blue circle"

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from inversa.core.errors import InversaError
+from inversa.core.metrics import relative_error
 from inversa.inversion.api import invert, reconstruct
 from inversa.inversion.stock import stock_callback, stock_scheduler
-from inversa.core.metrics import relative_error
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny workloads: one thread beats two contended ones
 

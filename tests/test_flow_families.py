@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from inversa.core.errors import InversaError
+from inversa.core.metrics import relative_error
 from inversa.inversion.api import invert, reconstruct
 from inversa.inversion.stock import stock_callback, stock_scheduler
 from inversa.models.diffusers import flux, flux2
-from inversa.core.metrics import relative_error
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -4,13 +4,13 @@ import math
 import pytest
 import torch
 
-from inversa.inversion.api import invert, reconstruct
-from inversa.models.diffusers.loader import load_model
-from inversa.inversion.stock import stock_callback
 from inversa.cli.main import main
 from inversa.core.errors import InversaError
-from inversa.models.diffusers.flux import image_ids, pack, unpack
 from inversa.core.metrics import relative_error
+from inversa.inversion.api import invert, reconstruct
+from inversa.inversion.stock import stock_callback
+from inversa.models.diffusers.flux import image_ids, pack, unpack
+from inversa.models.diffusers.loader import load_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -2,16 +2,16 @@
 import pytest
 import torch
 
-from inversa.inversion.api import invert, reconstruct
-from inversa.core.replay import denoise
-from inversa.inversion.api import schedule_of
 from inversa.cli.main import main
-from inversa.editing.edit import edit, sample_branches
 from inversa.core.errors import InversaError
 from inversa.core.metrics import relative_error
+from inversa.core.replay import denoise
+from inversa.editing.edit import edit, sample_branches
+from inversa.inversion.api import invert, reconstruct
+from inversa.inversion.api import schedule_of
+from inversa.io.result import Inversion
 from inversa.methods import cfgpp
 from inversa.models.oracle import GaussianModel, affine_preimage
-from inversa.io.result import Inversion
 
 SRC, TGT = "a red circle", "a blue circle"
 

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
+from inversa.core.metrics import relative_error
 from inversa.core.replay import denoise
 from inversa.inversion.api import invert, reconstruct
-from inversa.core.metrics import relative_error
 from inversa.models.oracle import GaussianModel
 
 

@@ -10,8 +10,8 @@ from PIL import Image
 
 from inversa.bench.pie import background_metrics, decode_rle, encode_rle, load_pie, write_shapes_pie
 from inversa.cli.main import main
-from inversa.editing.edit import edit
 from inversa.core.errors import InversaError
+from inversa.editing.edit import edit
 
 
 def test_rle_decoding_marks_runs_row_major_and_forces_the_borders():

@@ -3,14 +3,14 @@ import pytest
 import torch
 
 from inversa.core import samplers
-from inversa.core.replay import denoise
-from inversa.inversion.api import invert, reconstruct
 from inversa.core.errors import InversaError
+from inversa.core.metrics import latent_mse, relative_error
+from inversa.core.replay import denoise
+from inversa.core.solvers import StepProblem, _two_loop, gmres, solve_paper
+from inversa.inversion.api import invert, reconstruct
 from inversa.methods import get_method
 from inversa.methods.preciseinv import paper_lr, solve, targets
-from inversa.core.metrics import latent_mse, relative_error
 from inversa.models.oracle import GaussianModel
-from inversa.core.solvers import StepProblem, _two_loop, gmres, solve_paper
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

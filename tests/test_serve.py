@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from inversa.io.result import Inversion
 from inversa.cli import serve
 from inversa.cli.main import main
 from inversa.core.errors import InversaError
+from inversa.io.result import Inversion
 
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 CHROMIUM = "/usr/bin/chromium"

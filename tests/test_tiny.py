@@ -98,9 +98,9 @@ def test_embedded_model_is_the_default_and_inverts_a_photo(tmp_path):
 
 
 def test_every_method_inverts_the_zero_terminal_snr_embedded_model():
+    from inversa.core.metrics import relative_error
     from inversa.inversion.api import invert, reconstruct
     from inversa.methods import available, get_method
-    from inversa.core.metrics import relative_error
     from inversa.tiny import default_model_path
 
     model = load_model(default_model_path())

@@ -3,10 +3,10 @@ import pytest
 import torch
 
 from inversa.core.errors import InversaError
+from inversa.core.metrics import relative_error
 from inversa.inversion.api import invert, reconstruct
 from inversa.inversion.stock import stock_scheduler
 from inversa.models.diffusers.cogvideox import from_pipeline, to_pipeline
-from inversa.core.metrics import relative_error
 
 FRAMES = {"wan": 5, "cogvideox": 9}  # Wan's VAE takes 4k+1 frames, CogVideoX's 8k+1
 STEPS = 4  # divides 1000: CogVideoX's DDIM steps t -> t - 1000 // N

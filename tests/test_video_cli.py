@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from inversa.cli.main import main
-from inversa.io.video import read_frames
 from inversa.core.video_metrics import clip_summary, temporal_error
+from inversa.io.video import read_frames
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: a second contended thread only waits
 

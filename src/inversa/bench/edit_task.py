@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from inversa.core.errors import InversaError
-from inversa.editing.recipes import RECIPES
-from inversa.editing.options import method_options
 from inversa.bench.learned_metrics import SOURCES, Learned
 from inversa.bench.pie import EDIT_TYPES, PieItem, background_metrics, load_pie
 from inversa.bench.runner import VAE_ROW  # the same ceiling row as the reconstruction task
 from inversa.bench.store import Store, config_hash
+from inversa.core.errors import InversaError
+from inversa.editing.options import method_options
+from inversa.editing.recipes import RECIPES
 
 BLEND = ("words", "mask", "none")
 LEARNED_HEADS = {"lpips": ("bg LPIPS x1e3", 1e3), "structure": ("structure x1e3", 1e3),

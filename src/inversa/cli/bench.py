@@ -78,12 +78,12 @@ def _distributed():
 def run_bench(args) -> int:
     import torch
 
-    from inversa.cli.common import open_model, parse_options
-    from inversa.core.metrics import load_lpips
     from inversa.bench.datasets import open_dataset
     from inversa.bench.report import markdown, table
     from inversa.bench.runner import BenchConfig, check_methods, run
     from inversa.bench.store import Store
+    from inversa.cli.common import open_model, parse_options
+    from inversa.core.metrics import load_lpips
 
     if args.task == "edit":
         return run_edit(args)
@@ -118,10 +118,10 @@ def run_bench(args) -> int:
 
 
 def run_edit(args) -> int:
-    from inversa.cli.common import open_model
-    from inversa.core.errors import InversaError
     from inversa.bench import edit_task
     from inversa.bench.learned_metrics import load_learned
+    from inversa.cli.common import open_model
+    from inversa.core.errors import InversaError
 
     if not args.data.startswith("pie:"):
         raise InversaError(f"--task edit needs --data pie:DIR (a PIE-Bench folder), not {args.data!r}")

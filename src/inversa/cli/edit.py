@@ -27,8 +27,8 @@ def run(args) -> int:
     import sys
 
     from inversa.cli.common import decoder_request, open_model, parse_options, print_notes
-    from inversa.io.images import load_image, save_image
     from inversa.core.metrics import psnr
+    from inversa.io.images import load_image, save_image
     from inversa.io.outputs import staged
     from inversa.io.prompts import prompt_notes
 

@@ -12,17 +12,32 @@ from inversa.core.checks import IMAGE_OUTPUTS
 from inversa.core.errors import InversaError
 
 
+def _write_invert(args, inv, images, recon, metrics: dict) -> str:
+    """The inversion, each image and its reconstruction, and the metrics in ``--output``; returns the inversion's path."""
+    from inversa.io.images import save_image
+    from inversa.io.outputs import staged, unique_stems
+
+    path = os.path.join(args.output, "inversion.safetensors")
+    with staged() as stage:  # all outputs appear together: an interrupted run leaves none
+        inv.save(stage(path))
+        for k, stem in enumerate(unique_stems(args.images)):
+            save_image(recon[k], stage(os.path.join(args.output, f"{stem}_reconstruction.png")))
+            save_image(images[k], stage(os.path.join(args.output, f"{stem}_input.png")))
+        with open(stage(os.path.join(args.output, "metrics.json")), "w") as f:
+            json.dump(metrics, f, indent=2)
+    return path
+
+
 def run_invert(args) -> int:
     from statistics import fmean
 
     import torch
 
-    from inversa.inversion.api import invert, reconstruct
-    from inversa.models.model import image_size
-    from inversa.io.images import load_image, save_image
     from inversa.core.metrics import summary
-    from inversa.io.outputs import staged, unique_stems
+    from inversa.inversion.api import invert, reconstruct
+    from inversa.io.images import load_image
     from inversa.io.prompts import prompt_notes
+    from inversa.models.model import image_size
 
     decoder_inversion = decoder_request(args)  # checked before the model loads
     model = common.open_model(args)
@@ -49,14 +64,7 @@ def run_invert(args) -> int:
     if "decoder_psnr" not in inv.stats:
         metrics["vae_ceiling_psnr"] = summary(images, model.decode(inv.z0))["psnr"]
     metrics.update(inv.stats, method=inv.method, steps=inv.num_steps, reconstruct_seconds=time.perf_counter() - start)
-    path = os.path.join(args.output, "inversion.safetensors")
-    with staged() as stage:  # all outputs appear together: an interrupted run leaves none
-        inv.save(stage(path))
-        for k, stem in enumerate(unique_stems(args.images)):
-            save_image(recon[k], stage(os.path.join(args.output, f"{stem}_reconstruction.png")))
-            save_image(images[k], stage(os.path.join(args.output, f"{stem}_input.png")))
-        with open(stage(os.path.join(args.output, "metrics.json")), "w") as f:
-            json.dump(metrics, f, indent=2)
+    path = _write_invert(args, inv, images, recon, metrics)
     print(f"{inv.method} {inv.num_steps} steps: psnr {metrics['psnr']:.2f} dB  ssim {metrics['ssim']:.4f}  "
           f"latent_mse {metrics['latent_mse']:.3e}  (vae ceiling {metrics['vae_ceiling_psnr']:.2f} dB"
           + (f", decoder-inverted ceiling {metrics['decoder_ceiling_psnr']:.2f} dB" if "decoder_ceiling_psnr" in metrics else "")
@@ -80,10 +88,10 @@ def reconstruction_model(given: str | None, recorded: str) -> str:
 
 
 def run_reconstruct(args) -> int:
-    from inversa.io.result import Inversion
+    from inversa.core.checks import refuse_overwrite
     from inversa.inversion.api import reconstruct
     from inversa.io.images import save_image
-    from inversa.core.checks import refuse_overwrite
+    from inversa.io.result import Inversion
 
     inv = Inversion.load(args.inversion)
     args.model = reconstruction_model(args.model, inv.model)

@@ -6,9 +6,9 @@ import os
 import shlex
 import sys
 
-from inversa.core.errors import InversaError
 from inversa.cli import common
 from inversa.cli.checks import arguments
+from inversa.core.errors import InversaError
 
 
 

@@ -33,8 +33,8 @@ EXTRA_HINT = "inversa serve needs the ui extra: pip install -e '.[ui]' (gradio, 
 
 def option_rows(method: str) -> list[list[str]]:
     """``[name, default, what it accepts]`` for each option of ``method`` (its signature, as validate checks it)."""
-    from inversa.methods import get_method
     from inversa.core.checks import lower_bound
+    from inversa.methods import get_method
 
     spec = get_method(method)
     params = inspect.signature(spec.invert, eval_str=True).parameters
@@ -71,8 +71,8 @@ def read_upload(model, path: str | None, what: str = "the image") -> tuple[Tenso
     """An uploaded image at the model's size, refusing files or pixel counts over the caps."""
     from PIL import Image
 
-    from inversa.models.model import image_size
     from inversa.io.images import load_image
+    from inversa.models.model import image_size
 
     if not path:
         raise InversaError(f"upload or pick {what} first")
@@ -133,9 +133,9 @@ def _done(fraction: float, desc: str) -> None:
 def invert_job(model, image_path, prompt: str, method: str, steps: int, guidance: float, spacing: str,
                rows, outdir: str, progress=_done) -> dict:
     """Invert, reconstruct and score one image; the inversion is written to ``outdir``."""
-    from inversa.inversion.api import invert, reconstruct
     from inversa.bench.runner import step_residuals
     from inversa.core.metrics import summary
+    from inversa.inversion.api import invert, reconstruct
 
     progress(0.0, "reading the image")
     image, notes = read_upload(model, image_path)
@@ -159,8 +159,8 @@ def invert_job(model, image_path, prompt: str, method: str, steps: int, guidance
 
 def reconstruct_job(model, file_path: str | None) -> np.ndarray:
     """Regenerate the image of an uploaded ``.safetensors`` inversion with the served model."""
-    from inversa.io.result import Inversion
     from inversa.inversion.api import reconstruct
+    from inversa.io.result import Inversion
 
     if not file_path:
         raise InversaError("upload an inversion (.safetensors) first")
@@ -256,135 +256,152 @@ def upload_component(gr):
     return Upload
 
 
-def build(model, model_label: str, embedded: bool = False):
-    """The Gradio page (not launched) serving ``model``."""
-    import gradio as gr
+def _page_errors(gr, fn):
+    """An InversaError, or any failure to read an upload, becomes the page's one-line message
+    (HTML-escaped), never Gradio's generic error and a traceback."""
+    @functools.wraps(fn)  # Gradio reads the job's signature (its gr.Progress) through the wrapper
+    def wrapped(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except InversaError as exc:
+            raise gr.Error(one_line(exc), print_exception=False) from None
+        except (OSError, ValueError, EOFError, RecursionError) as exc:  # what a damaged upload makes readers raise
+            raise gr.Error(one_line(f"cannot read the upload ({type(exc).__name__}: {exc})"),
+                           print_exception=False) from None
+    return wrapped
 
-    from inversa.cli.edit import EMBEDDED_HELP
-    from inversa.methods import available
-    from inversa.editing.recipes import RECIPES
 
-    Upload = upload_component(gr)
-    workdir = tempfile.mkdtemp(prefix="inversa-serve-")
-    examples = example_images(workdir)
-    methods = available()
-    queue = {"concurrency_limit": 1, "concurrency_id": "model"}  # one job at a time on the model, the rest wait
-
-    def page_errors(fn):
-        """An InversaError, or any failure to read an upload, becomes the page's one-line message
-        (HTML-escaped), never Gradio's generic error and a traceback."""
-        @functools.wraps(fn)  # Gradio reads the job's signature (its gr.Progress) through the wrapper
-        def wrapped(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except InversaError as exc:
-                raise gr.Error(one_line(exc), print_exception=False) from None
-            except (OSError, ValueError, EOFError, RecursionError) as exc:  # what a damaged upload makes readers raise
-                raise gr.Error(one_line(f"cannot read the upload ({type(exc).__name__}: {exc})"),
-                               print_exception=False) from None
-        return wrapped
-
+def _jobs(gr, model, workdir: str, embedded: bool) -> dict:
+    """The page's four jobs on ``model``, each showing its notes as warnings and its errors as one line."""
     def show(notes):
         for note in dict.fromkeys(notes):
             gr.Warning(html.escape(note))
 
-    @page_errors
     def do_invert(image, prompt, method, steps, guidance, spacing, rows, progress=gr.Progress(track_tqdm=True)):
         out = invert_job(model, image, prompt, method, steps, guidance, spacing, rows,
                          tempfile.mkdtemp(dir=workdir), progress)
         show(out["notes"])
         return out["reconstruction"], out["error"], metric_rows(out["metrics"]), out["figure"], out["file"]
 
-    @page_errors
     def do_reconstruct(path):
         return reconstruct_job(model, path)
 
-    @page_errors
     def do_edit(image, source, target, method, steps, guidance, cross, blend, progress=gr.Progress(track_tqdm=True)):
         out = edit_job(model, image, source, target, method, steps, guidance, cross, blend, embedded, progress)
         show(out["notes"])
         return out["source"], out["edited"], out["difference"]
 
-    @page_errors
     def do_interpolate(a, b, alphas, method, steps, progress=gr.Progress(track_tqdm=True)):
         frames, notes = interpolate_job(model, a, b, alphas, method, steps, progress)
         show(notes)
         return frames
 
+    jobs = {"invert": do_invert, "reconstruct": do_reconstruct, "edit": do_edit, "interpolate": do_interpolate}
+    return {name: _page_errors(gr, fn) for name, fn in jobs.items()}
+
+
+def _invert_tab(gr, upload, examples: dict, methods: list[str], jobs: dict, queue: dict) -> None:
+    with gr.Row():
+        with gr.Column():
+            image = upload(type="filepath", label="image", elem_id="invert-image", height=256)
+            gr.Examples([[p] for p in examples.values()], inputs=[image], label="bundled images")
+            prompt = gr.Textbox(label="prompt (empty: unconditional)", value="")
+            method = gr.Dropdown(methods, value=PAGE_METHOD, label="method", elem_id="invert-method")
+            with gr.Row():
+                steps = gr.Number(PAGE_STEPS, label="steps", precision=0, minimum=1)
+                guidance = gr.Number(1.0, label="guidance", minimum=0)
+                spacing = gr.Dropdown(list(SPACINGS), value=SPACINGS[0], label="timestep spacing")
+            options = gr.Dataframe(option_rows(PAGE_METHOD), headers=["option", "value", "accepts"],
+                                   datatype="str", type="array", static_columns=[0, 2], interactive=True,
+                                   label="method options (edit the value column)", elem_id="invert-options")
+            run_invert = gr.Button("Invert", variant="primary", elem_id="invert-button")
+        with gr.Column():
+            with gr.Row():
+                recon = gr.Image(label="reconstruction", elem_id="invert-reconstruction", height=256)
+                error = gr.Image(label="error map |x - x_hat| (full scale 0.25)", elem_id="invert-error", height=256)
+            metrics = gr.Dataframe(headers=["metric", "value"], label="metrics", elem_id="invert-metrics",
+                                   interactive=False)
+            plot = gr.Plot(label="per-step residual", elem_id="invert-plot")
+            download = gr.File(label="inversion (.safetensors)", elem_id="invert-download")
+    method.change(option_rows, method, options, queue=False)
+    run_invert.click(jobs["invert"], [image, prompt, method, steps, guidance, spacing, options],
+                     [recon, error, metrics, plot, download], **queue)
+
+
+def _reconstruct_row(gr, jobs: dict, queue: dict) -> None:
+    with gr.Row():
+        saved = gr.File(label="reconstruct a saved inversion", file_types=[".safetensors"], elem_id="reconstruct-file")
+        rebuilt = gr.Image(label="reconstruction of the saved inversion", elem_id="reconstruct-image", height=256)
+    run_rebuild = gr.Button("Reconstruct", elem_id="reconstruct-button")
+    run_rebuild.click(jobs["reconstruct"], [saved], [rebuilt], **queue)
+
+
+def _edit_tab(gr, upload, examples: dict, methods: list[str], jobs: dict, queue: dict, embedded: bool) -> None:
+    from inversa.cli.edit import EMBEDDED_HELP
+    from inversa.editing.recipes import RECIPES
+
+    with gr.Row():
+        with gr.Column():
+            edit_image = upload(type="filepath", label="image", elem_id="edit-image", height=256)
+            source = gr.Textbox(label="source prompt", value="a red circle", elem_id="edit-source")
+            target = gr.Textbox(label="target prompt", value="a green circle", elem_id="edit-target")
+            gr.Examples([[examples["circle"], "a red circle", "a green circle"],
+                         [examples["square"], "a yellow square", "a yellow star"]],
+                        inputs=[edit_image, source, target], label="bundled images")
+            if embedded:
+                gr.Markdown("```\n" + EMBEDDED_HELP.split("\nKeep the background")[0] + "\n```")
+            edit_method = gr.Dropdown(methods + sorted(RECIPES), value="ddim", label="method")
+            with gr.Row():
+                edit_steps = gr.Number(6, label="steps", precision=0, minimum=1)
+                edit_guidance = gr.Number(7.5, label="guidance", minimum=0)
+            cross = gr.Slider(0, 1, value=0.4, step=0.05, label="cross-attention fraction (prompt-to-prompt)")
+            blend = gr.Textbox(label="local blend: 'SOURCE_WORD TARGET_WORD' (empty: off)", value="")
+            run_edit = gr.Button("Edit", variant="primary", elem_id="edit-button")
+        with gr.Column():
+            with gr.Row():
+                outs = [gr.Image(label=name, elem_id=f"edit-{name}", height=192)
+                        for name in ("source", "edited", "difference")]
+    run_edit.click(jobs["edit"], [edit_image, source, target, edit_method, edit_steps, edit_guidance, cross, blend],
+                   outs, **queue)
+
+
+def _interpolate_tab(gr, upload, examples: dict, methods: list[str], jobs: dict, queue: dict) -> None:
+    with gr.Row():
+        image_a = upload(type="filepath", label="image A", elem_id="interp-a", height=192)
+        image_b = upload(type="filepath", label="image B", elem_id="interp-b", height=192)
+    gr.Examples([[examples["astronaut"], examples["chelsea"]], [examples["circle"], examples["square"]]],
+                inputs=[image_a, image_b], label="bundled pairs")
+    with gr.Row():
+        alphas = gr.Textbox("0 0.25 0.5 0.75 1", label="alphas (0 = A, 1 = B)")
+        interp_method = gr.Dropdown(methods, value="ddim", label="method")
+        interp_steps = gr.Number(PAGE_STEPS, label="steps", precision=0, minimum=1)
+    run_interp = gr.Button("Interpolate", variant="primary", elem_id="interp-button")
+    frames = gr.Gallery(label="frames", columns=5, elem_id="interp-frames")
+    run_interp.click(jobs["interpolate"], [image_a, image_b, alphas, interp_method, interp_steps], frames, **queue)
+
+
+def build(model, model_label: str, embedded: bool = False):
+    """The Gradio page (not launched) serving ``model``."""
+    import gradio as gr
+
+    from inversa.methods import available
+
+    upload = upload_component(gr)
+    workdir = tempfile.mkdtemp(prefix="inversa-serve-")
+    examples = example_images(workdir)
+    methods = available()
+    queue = {"concurrency_limit": 1, "concurrency_id": "model"}  # one job at a time on the model, the rest wait
+    jobs = _jobs(gr, model, workdir, embedded)
     with gr.Blocks(title="inversa") as page:
         gr.Markdown(f"## inversa: precise diffusion inversion\nModel: `{model_label}` ({model.family}, "
                     f"{model.prediction}). One job at a time; others wait in the queue. Small images are shown enlarged.")
         with gr.Tab("Invert", elem_id="tab-invert"):
-            with gr.Row():
-                with gr.Column():
-                    image = Upload(type="filepath", label="image", elem_id="invert-image", height=256)
-                    gr.Examples([[p] for p in examples.values()], inputs=[image], label="bundled images")
-                    prompt = gr.Textbox(label="prompt (empty: unconditional)", value="")
-                    method = gr.Dropdown(methods, value=PAGE_METHOD, label="method", elem_id="invert-method")
-                    with gr.Row():
-                        steps = gr.Number(PAGE_STEPS, label="steps", precision=0, minimum=1)
-                        guidance = gr.Number(1.0, label="guidance", minimum=0)
-                        spacing = gr.Dropdown(list(SPACINGS), value=SPACINGS[0], label="timestep spacing")
-                    options = gr.Dataframe(option_rows(PAGE_METHOD), headers=["option", "value", "accepts"],
-                                           datatype="str", type="array", static_columns=[0, 2], interactive=True,
-                                           label="method options (edit the value column)", elem_id="invert-options")
-                    run_invert = gr.Button("Invert", variant="primary", elem_id="invert-button")
-                with gr.Column():
-                    with gr.Row():
-                        recon = gr.Image(label="reconstruction", elem_id="invert-reconstruction", height=256)
-                        error = gr.Image(label="error map |x - x_hat| (full scale 0.25)", elem_id="invert-error",
-                                         height=256)
-                    metrics = gr.Dataframe(headers=["metric", "value"], label="metrics", elem_id="invert-metrics",
-                                           interactive=False)
-                    plot = gr.Plot(label="per-step residual", elem_id="invert-plot")
-                    download = gr.File(label="inversion (.safetensors)", elem_id="invert-download")
-            with gr.Row():
-                saved = gr.File(label="reconstruct a saved inversion", file_types=[".safetensors"],
-                                elem_id="reconstruct-file")
-                rebuilt = gr.Image(label="reconstruction of the saved inversion", elem_id="reconstruct-image",
-                                   height=256)
-            run_rebuild = gr.Button("Reconstruct", elem_id="reconstruct-button")
-            method.change(option_rows, method, options, queue=False)
-            run_invert.click(do_invert, [image, prompt, method, steps, guidance, spacing, options],
-                             [recon, error, metrics, plot, download], **queue)
-            run_rebuild.click(do_reconstruct, [saved], [rebuilt], **queue)
+            _invert_tab(gr, upload, examples, methods, jobs, queue)
+            _reconstruct_row(gr, jobs, queue)
         with gr.Tab("Edit", elem_id="tab-edit"):
-            with gr.Row():
-                with gr.Column():
-                    edit_image = Upload(type="filepath", label="image", elem_id="edit-image", height=256)
-                    source = gr.Textbox(label="source prompt", value="a red circle", elem_id="edit-source")
-                    target = gr.Textbox(label="target prompt", value="a green circle", elem_id="edit-target")
-                    gr.Examples([[examples["circle"], "a red circle", "a green circle"],
-                                 [examples["square"], "a yellow square", "a yellow star"]],
-                                inputs=[edit_image, source, target], label="bundled images")
-                    if embedded:
-                        gr.Markdown("```\n" + EMBEDDED_HELP.split("\nKeep the background")[0] + "\n```")
-                    edit_method = gr.Dropdown(methods + sorted(RECIPES), value="ddim", label="method")
-                    with gr.Row():
-                        edit_steps = gr.Number(6, label="steps", precision=0, minimum=1)
-                        edit_guidance = gr.Number(7.5, label="guidance", minimum=0)
-                    cross = gr.Slider(0, 1, value=0.4, step=0.05, label="cross-attention fraction (prompt-to-prompt)")
-                    blend = gr.Textbox(label="local blend: 'SOURCE_WORD TARGET_WORD' (empty: off)", value="")
-                    run_edit = gr.Button("Edit", variant="primary", elem_id="edit-button")
-                with gr.Column():
-                    with gr.Row():
-                        outs = [gr.Image(label=name, elem_id=f"edit-{name}", height=192)
-                                for name in ("source", "edited", "difference")]
-            run_edit.click(do_edit, [edit_image, source, target, edit_method, edit_steps, edit_guidance, cross, blend],
-                           outs, **queue)
+            _edit_tab(gr, upload, examples, methods, jobs, queue, embedded)
         with gr.Tab("Interpolate", elem_id="tab-interpolate"):
-            with gr.Row():
-                image_a = Upload(type="filepath", label="image A", elem_id="interp-a", height=192)
-                image_b = Upload(type="filepath", label="image B", elem_id="interp-b", height=192)
-            gr.Examples([[examples["astronaut"], examples["chelsea"]], [examples["circle"], examples["square"]]],
-                        inputs=[image_a, image_b], label="bundled pairs")
-            with gr.Row():
-                alphas = gr.Textbox("0 0.25 0.5 0.75 1", label="alphas (0 = A, 1 = B)")
-                interp_method = gr.Dropdown(methods, value="ddim", label="method")
-                interp_steps = gr.Number(PAGE_STEPS, label="steps", precision=0, minimum=1)
-            run_interp = gr.Button("Interpolate", variant="primary", elem_id="interp-button")
-            frames = gr.Gallery(label="frames", columns=5, elem_id="interp-frames")
-            run_interp.click(do_interpolate, [image_a, image_b, alphas, interp_method, interp_steps], frames, **queue)
+            _interpolate_tab(gr, upload, examples, methods, jobs, queue)
     page.queue(max_size=32)
     return page, workdir
 

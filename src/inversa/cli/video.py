@@ -54,12 +54,12 @@ def load_clips(model, paths: list[str], size: int | None, frames: int | None, no
 def run_invert(args, model, decoder_inversion) -> int:
     from statistics import fmean
 
-    from inversa.inversion.api import invert, reconstruct
-    from inversa.models.model import image_size
     from inversa.cli.common import parse_options, print_notes
+    from inversa.core.video_metrics import clip_summary
+    from inversa.inversion.api import invert, reconstruct
     from inversa.io.outputs import staged, unique_stems
     from inversa.io.prompts import prompt_notes
-    from inversa.core.video_metrics import clip_summary
+    from inversa.models.model import image_size
 
     notes: list[str] = []
     clips, fps = load_clips(model, args.images, image_size(model, args.size), args.frames, notes)
@@ -103,12 +103,12 @@ def write_reconstruction(model, recon: torch.Tensor, output: str) -> str:
 
 
 def run_edit(args, model, decoder_inversion) -> int:
-    from inversa.models.model import image_size
     from inversa.cli.common import parse_options, print_notes
-    from inversa.editing.edit import edit
     from inversa.core.metrics import psnr
-    from inversa.io.prompts import prompt_notes
     from inversa.core.video_metrics import frames_of
+    from inversa.editing.edit import edit
+    from inversa.io.prompts import prompt_notes
+    from inversa.models.model import image_size
 
     if args.mask is not None or args.blend is not None:
         raise InversaError("--mask and --blend edit regions of images; a video edit has neither yet")

@@ -15,8 +15,8 @@ import torch
 from torch import Tensor
 
 from inversa.core.errors import InversaError
-from inversa.core.types import Condition, Predictor, Schedule
 from inversa.core.trace import Recorder, Trace
+from inversa.core.types import Condition, Predictor, Schedule
 
 
 def require_flow(model: Predictor, method: str) -> None:

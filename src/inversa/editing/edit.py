@@ -21,18 +21,18 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from inversa.models import decoder
-from inversa.io.images import as_images
-from inversa.models.diffusers.loader import as_model
-from inversa.models.model import image_size
-from inversa.inversion.api import invert, sample, schedule_of
-from inversa.editing.attention import Injector, LocalBlend, Timed, injecting, injection_kind, token_columns, word_tokens
 from inversa.core.errors import InversaError
-from inversa.methods import get_method
+from inversa.core.samplers import slerp
+from inversa.editing.attention import Injector, LocalBlend, Timed, injecting, injection_kind, token_columns, word_tokens
 from inversa.editing.options import method_options
 from inversa.editing.recipes import RECIPES
+from inversa.inversion.api import invert, sample, schedule_of
+from inversa.io.images import as_images
 from inversa.io.result import Inversion
-from inversa.core.samplers import slerp
+from inversa.methods import get_method
+from inversa.models import decoder
+from inversa.models.diffusers.loader import as_model
+from inversa.models.model import image_size
 
 
 @dataclass
@@ -116,13 +116,43 @@ def default_negative(inv: Inversion) -> list[str]:
     return list(inv.prompts) if keeps_source else [""] * len(inv)
 
 
+def _injector(model, inv: Inversion, schedule, targets: list[str], negatives: tuple[list, list], cross_replace: float,
+              self_replace: float, blend, mask, blend_threshold: float) -> tuple[Injector, bool]:
+    """The edit's attention injector and local blend, and whether it hooks the model's attention."""
+    def cut(frac):  # halfway past the last injected step: midpoint evaluations (flow solvers) count too
+        k = int(round(frac * len(schedule)))
+        times = schedule.timesteps.tolist() + [0.0]
+        return (times[k - 1] + times[k]) / 2 if k > 0 else None
+
+    injector = Injector(len(inv), cut(cross_replace), cut(self_replace))
+    injector.blend = local_blend(model, inv, targets, blend, mask, blend_threshold)
+    kind = injection_kind(model)
+    refusal = getattr(model, "injection_refusal", None)  # a family whose attention has nothing to inject into
+    if refusal and (injector.cross_from is not None or injector.self_from is not None):
+        raise InversaError(f"attention injection does not apply to {type(model.pipe).__name__}: {refusal}")
+    inject = {"kv": injector.self_from is not None,
+              "maps": injector.cross_from is not None or injector.self_from is not None}.get(kind, False)
+    inject = inject or (injector.blend is not None and injector.blend.tokens is not None)
+    if inject and kind == "maps":  # groups in batch order: unconditional (negatives), then conditional
+        source_neg, target_neg = negatives
+        injector.columns = token_columns(model, [source_neg, list(inv.prompts)], [target_neg, targets])
+    return injector, inject
+
+
+def _paste_back(source: Tensor, target: Tensor, blend, mask) -> Tensor:
+    """The decoder's group norms spread the edit's latents over the image: paste the edit back into the source."""
+    m = blend.mask() if mask is None else torch.as_tensor(mask, dtype=torch.float32)
+    m = torch.nn.functional.interpolate(m.reshape(-1, 1, *m.shape[-2:]), size=target.shape[-2:], mode="bilinear")
+    return source + m.to(target) * (target - source)
+
+
 def sample_branches(model, inv: Inversion, target_prompt, *, guidance: float = 7.5, negative=None,
                     cross_replace: float = 0.4, self_replace: float = 0.0, blend=None, mask=None,
                     blend_threshold: float = 0.5, decode: bool = True):
     """Sample the source and target branches of an edit from ``inv``; returns ``(source, target)``.
 
     With ``blend`` words or a ``mask`` the target keeps the source's latent outside the edited
-    region (:class:`~inversa.attention.LocalBlend`), at every network call and at the end.
+    region (:class:`~inversa.editing.attention.LocalBlend`), at every network call and at the end.
     """
     for name, frac in (("cross_replace", cross_replace), ("self_replace", self_replace)):
         if not 0.0 <= frac <= 1.0:
@@ -139,23 +169,8 @@ def sample_branches(model, inv: Inversion, target_prompt, *, guidance: float = 7
     joint = dataclasses.replace(inv, x_T=torch.cat([inv.x_T, inv.x_T]), z0=torch.cat([inv.z0, inv.z0]),
                                 prompts=list(inv.prompts) * 2, negative=source_neg * 2, state=state)
     schedule = schedule_of(model, inv)
-
-    def cut(frac):  # halfway past the last injected step: midpoint evaluations (flow solvers) count too
-        k = int(round(frac * len(schedule)))
-        times = schedule.timesteps.tolist() + [0.0]
-        return (times[k - 1] + times[k]) / 2 if k > 0 else None
-
-    injector = Injector(n, cut(cross_replace), cut(self_replace))
-    injector.blend = local_blend(model, inv, targets, blend, mask, blend_threshold)
-    kind = injection_kind(model)
-    refusal = getattr(model, "injection_refusal", None)  # a family whose attention has nothing to inject into
-    if refusal and (injector.cross_from is not None or injector.self_from is not None):
-        raise InversaError(f"attention injection does not apply to {type(model.pipe).__name__}: {refusal}")
-    inject = {"kv": injector.self_from is not None,
-              "maps": injector.cross_from is not None or injector.self_from is not None}.get(kind, False)
-    inject = inject or (injector.blend is not None and injector.blend.tokens is not None)
-    if inject and kind == "maps":  # groups in batch order: unconditional (negatives), then conditional
-        injector.columns = token_columns(model, [source_neg, list(inv.prompts)], [target_neg, targets])
+    injector, inject = _injector(model, inv, schedule, targets, (source_neg, target_neg), cross_replace, self_replace,
+                                 blend, mask, blend_threshold)
     timed = inject or injector.blend is not None
     with torch.no_grad(), injecting(model, injector) if inject else contextlib.nullcontext():
         z = sample(Timed(model, injector) if timed else model, joint, schedule, condition)
@@ -165,10 +180,8 @@ def sample_branches(model, inv: Inversion, target_prompt, *, guidance: float = 7
     if not decode:
         return source, target
     source, target = model.decode(source), model.decode(target)
-    if injector.blend is not None:  # the decoder's group norms spread the edit's latents over the image: paste back
-        m = injector.blend.mask() if mask is None else torch.as_tensor(mask, dtype=torch.float32)
-        m = torch.nn.functional.interpolate(m.reshape(-1, 1, *m.shape[-2:]), size=target.shape[-2:], mode="bilinear")
-        target = source + m.to(target) * (target - source)
+    if injector.blend is not None:
+        target = _paste_back(source, target, injector.blend, mask)
     return source, target
 
 

@@ -11,14 +11,14 @@ import dataclasses
 import torch
 from torch import Tensor
 
+from inversa.core.checks import fraction
+from inversa.core.errors import InversaError
+from inversa.core.samplers import slerp
+from inversa.editing.edit import combine_state
+from inversa.inversion.api import invert, reconstruct
 from inversa.io.images import as_images
 from inversa.models.diffusers.loader import as_model
 from inversa.models.model import image_size
-from inversa.inversion.api import invert, reconstruct
-from inversa.editing.edit import combine_state
-from inversa.core.errors import InversaError
-from inversa.core.checks import fraction
-from inversa.core.samplers import slerp
 
 
 def interpolate(model, image_a, image_b, alphas=(0.0, 0.25, 0.5, 0.75, 1.0), prompt: str = "", *,

@@ -6,18 +6,18 @@ import time
 import torch
 from torch import Tensor
 
-from inversa.models import decoder
 from inversa.core import checks as validate
-from inversa.io.consistency import check_inversion
 from inversa.core.errors import InversaError
-from inversa.methods import get_method
 from inversa.core.replay import denoise
 from inversa.core.types import Condition, Schedule
-from inversa.models.model import Model
-from inversa.models.diffusers.loader import as_model
+from inversa.io.consistency import check_inversion
 from inversa.io.images import as_images
-from inversa.models.model import image_size
 from inversa.io.result import Inversion
+from inversa.methods import get_method
+from inversa.models import decoder
+from inversa.models.diffusers.loader import as_model
+from inversa.models.model import Model
+from inversa.models.model import image_size
 
 
 def condition_of(model: Model, inv: Inversion) -> Condition:

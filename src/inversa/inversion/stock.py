@@ -22,13 +22,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from inversa.core.replay import guidance_at
 from inversa.core.errors import InversaError
-from inversa.models.diffusers.base import DiffusersModel
-from inversa.models.diffusers.loader import from_pipeline
-from inversa.methods import StockHook, get_method
+from inversa.core.replay import guidance_at
 from inversa.core.types import SPACINGS
 from inversa.io.result import Inversion
+from inversa.methods import StockHook, get_method
+from inversa.models.diffusers.base import DiffusersModel
+from inversa.models.diffusers.loader import from_pipeline
 
 
 def stock_scheduler(pipe, spacing: str | None = None):

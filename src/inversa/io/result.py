@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass, field
 
 from torch import Tensor
 
-from inversa.io.consistency import check_metadata
 from inversa.core.errors import InversaError
+from inversa.io.consistency import check_metadata
 from inversa.io.outputs import staged
 
 FORMAT = "inversa.inversion/1"

@@ -46,6 +46,59 @@ def _psnr(images: Tensor, decoded: Tensor) -> list[float]:
     return psnr(images, decoded.clamp(-1, 1)).tolist()
 
 
+def _objective(model, images: Tensor, z0: Tensor, reg: float):
+    """``(z, rows) -> (f, grad f)`` of ``f(z)`` above for the images ``rows``."""
+    def loss(z: Tensor, idx: Tensor) -> Tensor:
+        fit = (model.decode(z, grad=True).float() - images[idx]).flatten(1).pow(2).mean(1)
+        return fit + reg * (z - z0[idx]).flatten(1).pow(2).mean(1)
+
+    def value_and_grad(z: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+        z = z.detach().requires_grad_(True)
+        with torch.enable_grad():
+            f = loss(z, idx)
+            g, = torch.autograd.grad(f.sum(), z)
+        return f.detach().double().cpu(), g.detach()
+
+    return value_and_grad
+
+
+def _direction(z: Tensor, g: Tensor, S: list, Y: list, idx: Tensor) -> Tensor:
+    """The L-BFGS direction of rows ``idx``; no curvature yet: a first step of 1e-2 of the latent's norm."""
+    d, curved = _two_loop(g[idx], [(s[idx], y[idx]) for s, y in zip(S, Y)])
+    first = 1e-2 * z[idx].flatten(1).norm(dim=1) / d.flatten(1).norm(dim=1).clamp_min(1e-30)
+    size = torch.where(curved, 1.0, first.cpu())
+    return d * _rows(size, d)
+
+
+def _armijo(value_and_grad, z: Tensor, f: Tensor, g: Tensor, idx: Tensor, d: Tensor):
+    """Armijo backtracking along ``d``, per sample: the rows' (z, f, g) after the search, and which rows moved."""
+    slope = _dot(g[idx], d)
+    t = torch.ones(len(idx), dtype=torch.float64)
+    new_z, new_f, new_g = z[idx].clone(), f[idx].clone(), g[idx].clone()
+    pending = torch.arange(len(idx))
+    for _ in range(20):
+        rows = idx[pending]
+        trial = z[rows] + _rows(t[pending], d) * d[pending]
+        ft, gt = value_and_grad(trial, rows)
+        ok = ft <= f[rows] + 1e-4 * t[pending] * slope[pending]
+        new_z[pending[ok]], new_f[pending[ok]], new_g[pending[ok]] = trial[ok], ft[ok], gt[ok]
+        pending = pending[~ok]
+        if len(pending) == 0:
+            break
+        t[pending] *= 0.5
+    moved = torch.ones(len(idx), dtype=torch.bool)
+    moved[pending] = False  # rows that found no decrease keep their point and stop
+    return new_z, new_f, new_g, moved
+
+
+def _pair(z: Tensor, idx: Tensor, s: Tensor, y: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
+    """One full-batch curvature pair; rows not kept (no move, or failed the curvature test) are zero."""
+    keep = keep & (_dot(s, y) > 1e-12 * _dot(y, y).clamp_min(1e-300))
+    full_s, full_y = torch.zeros_like(z), torch.zeros_like(z)
+    full_s[idx[keep]], full_y[idx[keep]] = s[keep], y[keep]
+    return full_s, full_y
+
+
 def invert_decoder(model, images: Tensor, z0: Tensor | None = None, *, iters: int = 50, reg: float = 1e-3,
                    history_size: int = 10, tol: float = 1e-7, checkpointing: bool = False) -> DecoderInversion:
     """Minimise ``f(z)`` above per image from ``z0 = E(x)``; stops per sample after ``iters`` iterations or
@@ -61,24 +114,12 @@ def invert_decoder(model, images: Tensor, z0: Tensor | None = None, *, iters: in
         return DecoderInversion(z0, same, same, [0] * len(z0), 0.0)
     if checkpointing and hasattr(vae, "enable_gradient_checkpointing"):
         vae.enable_gradient_checkpointing()
-
-    def loss(z: Tensor, idx: Tensor) -> Tensor:
-        fit = (model.decode(z, grad=True).float() - images[idx]).flatten(1).pow(2).mean(1)
-        return fit + reg * (z - z0[idx]).flatten(1).pow(2).mean(1)
-
-    def value_and_grad(z: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
-        z = z.detach().requires_grad_(True)
-        with torch.enable_grad():
-            f = loss(z, idx)
-            g, = torch.autograd.grad(f.sum(), z)
-        return f.detach().double().cpu(), g.detach()
-
+    value_and_grad = _objective(model, images, z0, reg)
     n = len(z0)
     z = z0.clone()
-    all_idx = torch.arange(n)
-    f, g = value_and_grad(z, all_idx)
+    f, g = value_and_grad(z, torch.arange(n))
     roundtrip = _psnr(images, model.decode(z0))
-    S, Y = [], []  # curvature pairs, full-batch; rows whose pair failed the curvature test are zero
+    S, Y = [], []  # curvature pairs, full-batch
     active = torch.ones(n, dtype=torch.bool)
     used = torch.zeros(n, dtype=torch.long)
     history: list[list[float]] = [f.tolist()]
@@ -86,31 +127,8 @@ def invert_decoder(model, images: Tensor, z0: Tensor | None = None, *, iters: in
         idx = active.nonzero().squeeze(1)
         if len(idx) == 0:
             break
-        d, curved = _two_loop(g[idx], [(s[idx], y[idx]) for s, y in zip(S, Y)])
-        first = 1e-2 * z[idx].flatten(1).norm(dim=1) / d.flatten(1).norm(dim=1).clamp_min(1e-30)
-        size = torch.where(curved, 1.0, first.cpu())
-        d = d * _rows(size, d)  # no curvature yet: a first step of 1e-2 of the latent's norm
-        slope = _dot(g[idx], d)
-        t = torch.ones(len(idx), dtype=torch.float64)
-        new_z, new_f, new_g = z[idx].clone(), f[idx].clone(), g[idx].clone()
-        pending = torch.arange(len(idx))
-        for _ in range(20):  # Armijo backtracking, per sample
-            rows = idx[pending]
-            trial = z[rows] + _rows(t[pending], d) * d[pending]
-            ft, gt = value_and_grad(trial, rows)
-            ok = ft <= f[rows] + 1e-4 * t[pending] * slope[pending]
-            new_z[pending[ok]], new_f[pending[ok]], new_g[pending[ok]] = trial[ok], ft[ok], gt[ok]
-            pending = pending[~ok]
-            if len(pending) == 0:
-                break
-            t[pending] *= 0.5
-        moved = torch.ones(len(idx), dtype=torch.bool)
-        moved[pending] = False  # rows that found no decrease keep their point and stop
-        s, y = new_z - z[idx], new_g - g[idx]
-        curv = _dot(s, y) > 1e-12 * _dot(y, y).clamp_min(1e-300)
-        full_s, full_y = torch.zeros_like(z), torch.zeros_like(z)
-        keep = moved & curv
-        full_s[idx[keep]], full_y[idx[keep]] = s[keep], y[keep]
+        new_z, new_f, new_g, moved = _armijo(value_and_grad, z, f, g, idx, _direction(z, g, S, Y, idx))
+        full_s, full_y = _pair(z, idx, new_z - z[idx], new_g - g[idx], moved)
         S, Y = (S + [full_s])[-history_size:], (Y + [full_y])[-history_size:]
         gain = (f[idx] - new_f) / f[idx].abs().clamp_min(1e-300)
         z[idx], f[idx], g[idx] = new_z, new_f, new_g

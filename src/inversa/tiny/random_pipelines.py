@@ -12,8 +12,8 @@ import torch
 
 from inversa.tiny.flow_pipelines import FLOW_FAMILIES
 from inversa.tiny.flow_pipelines import build as build_flow
-from inversa.tiny.random_video import VIDEO, build_video
 from inversa.tiny.parts import _flux, _text_encoder, _unet, _vae
+from inversa.tiny.random_video import VIDEO, build_video
 from inversa.tiny.vocab import make_tokenizer
 
 FAMILIES = ("sd", "sd2v", "sdxl", "lcm", "sd3", "flux")

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from inversa.tiny import checkpoint, shapes
 from inversa.io.outputs import write_text
+from inversa.tiny import checkpoint, shapes
 from inversa.tiny.vocab import make_tokenizer
 
 # The default UNet goes down to 4x4 latent cells, so the caption's layout words can act on the whole image
@@ -181,6 +181,60 @@ def encode_dataset(vae, n: int, seed: int, device: str, batch: int = 64):
     return torch.cat(means), torch.cat(stds), captions
 
 
+def _unet_batch(latents, ids_all, empty, alphas, batch: int, dropout: float, seed: int, step: int, device: str,
+                v_prediction: bool):
+    """Step ``step``'s (noisy latents, timesteps, caption ids, target), drawn from its own seeded generator."""
+    mean, std, _, scale = latents
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    idx = torch.randint(0, mean.shape[0], (batch,), generator=g)
+    z = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scale
+    ids = ids_all[idx].clone()
+    ids[torch.rand(batch, generator=g) < dropout] = empty
+    t = torch.randint(0, len(alphas), (batch,), generator=g)
+    noise = torch.randn(z.shape, generator=g)
+    z, t, noise, ids = z.to(device), t.to(device), noise.to(device), ids.to(device)
+    a = alphas[t].view(-1, 1, 1, 1)
+    x = a.sqrt() * z + (1 - a).sqrt() * noise
+    return x, t, ids, a.sqrt() * noise - (1 - a).sqrt() * z if v_prediction else noise
+
+
+def _unet_state(unet, text, opt, ema, step: int, seconds: float, done: bool = False) -> dict:
+    return dict(unet=unet.state_dict(), text=text.state_dict(), opt=opt.state_dict(),
+                ema_unet=ema["unet"].state_dict(), ema_text=ema["text"].state_dict(), step=step,
+                seconds=seconds, done=done)
+
+
+def _resume_unet(ckpt: str, unet, text, opt, ema, steps: int, minutes: float | None) -> tuple[int, float]:
+    """(step, seconds spent) of the checkpoint loaded into the models, or (0, 0) without one."""
+    if not os.path.exists(ckpt):
+        return 0, 0.0
+    st = checkpoint.load(ckpt)
+    unet.load_state_dict(st["unet"]), text.load_state_dict(st["text"]), opt.load_state_dict(st["opt"])
+    ema["unet"].load_state_dict(st["ema_unet"]), ema["text"].load_state_dict(st["ema_text"])
+    step, spent = st["step"], st["seconds"]
+    if st.get("done") and step >= steps:
+        spent = float("inf") if minutes is not None else spent
+    return step, spent
+
+
+def _optimise(opt, params, loss, lr: float, step: int, warmup: int = 100) -> None:
+    """One AdamW step with a linear warm-up over ``warmup`` steps and gradients clipped to norm 1."""
+    for group in opt.param_groups:
+        group["lr"] = lr * min(1.0, (step + 1) / warmup)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
+def _ema_update(ema: dict, live: dict, step: int) -> None:
+    decay = min(0.998, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for key, model in live.items():
+            for pe, p in zip(ema[key].parameters(), model.parameters()):
+                pe.lerp_(p.detach(), 1 - decay)
+
+
 def train_unet(unet, text, tok, sched, latents, output: str, steps: int, minutes: float | None, batch: int,
                seed: int, device: str, every: int, resume: bool, progress: bool = True, log_every: int = 1,
                lr: float = 6e-4, dropout: float = 0.1) -> dict:
@@ -189,71 +243,38 @@ def train_unet(unet, text, tok, sched, latents, output: str, steps: int, minutes
 
     from tqdm.auto import tqdm
 
-    mean, std, captions, scale = latents
     ckpt = os.path.join(output, "checkpoint-unet.safetensors")
     params = list(unet.parameters()) + list(text.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     ema = {"unet": copy.deepcopy(unet).requires_grad_(False), "text": copy.deepcopy(text).requires_grad_(False)}
-    step, spent = 0, 0.0
-    if resume and os.path.exists(ckpt):
-        st = checkpoint.load(ckpt)
-        unet.load_state_dict(st["unet"]), text.load_state_dict(st["text"]), opt.load_state_dict(st["opt"])
-        ema["unet"].load_state_dict(st["ema_unet"]), ema["text"].load_state_dict(st["ema_text"])
-        step, spent = st["step"], st["seconds"]
-        if st.get("done") and step >= steps:
-            spent = float("inf") if minutes is not None else spent
+    step, spent = _resume_unet(ckpt, unet, text, opt, ema, steps, minutes) if resume else (0, 0.0)
     for m in (unet, text, ema["unet"], ema["text"]):
         m.to(device)
     unet.train(), text.train()
-    ids_all = tok(captions + [""], padding="max_length", max_length=MAX_TOKENS, truncation=True,
+    ids_all = tok(latents[2] + [""], padding="max_length", max_length=MAX_TOKENS, truncation=True,
                   return_tensors="pt").input_ids
-    empty = ids_all[-1]
     alphas = sched.alphas_cumprod.to(device)
     v_prediction = sched.config.prediction_type == "v_prediction"
     start = time.time()
     bar = tqdm(total=steps, initial=step, desc="unet", disable=not progress)
     loss_v = float("nan")
-
-    def state(seconds, done=False):
-        return dict(unet=unet.state_dict(), text=text.state_dict(), opt=opt.state_dict(),
-                    ema_unet=ema["unet"].state_dict(), ema_text=ema["text"].state_dict(), step=step,
-                    seconds=seconds, done=done)
-
     while not _budget_done(step, steps, start, minutes, spent):
-        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        idx = torch.randint(0, mean.shape[0], (batch,), generator=g)
-        z = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scale
-        ids = ids_all[idx].clone()
-        ids[torch.rand(batch, generator=g) < dropout] = empty
-        t = torch.randint(0, len(alphas), (batch,), generator=g)
-        noise = torch.randn(z.shape, generator=g)
-        z, t, noise, ids = z.to(device), t.to(device), noise.to(device), ids.to(device)
-        a = alphas[t].view(-1, 1, 1, 1)
-        x = a.sqrt() * z + (1 - a).sqrt() * noise
-        for group in opt.param_groups:
-            group["lr"] = lr * min(1.0, (step + 1) / 100)
-        pred = unet(x, t, encoder_hidden_states=text(ids)[0]).sample
-        loss = F.mse_loss(pred, a.sqrt() * noise - (1 - a).sqrt() * z if v_prediction else noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        x, t, ids, target = _unet_batch(latents, ids_all, ids_all[-1], alphas, batch, dropout, seed, step, device,
+                                        v_prediction)
+        loss = F.mse_loss(unet(x, t, encoder_hidden_states=text(ids)[0]).sample, target)
+        _optimise(opt, params, loss, lr, step)
         step += 1
-        decay = min(0.998, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for key, live in (("unet", unet), ("text", text)):
-                for pe, p in zip(ema[key].parameters(), live.parameters()):
-                    pe.lerp_(p.detach(), 1 - decay)
+        _ema_update(ema, {"unet": unet, "text": text}, step)
         loss_v = loss.item()
         bar.update(1)
         bar.set_postfix(loss=f"{loss_v:.4f}")
         if step % log_every == 0:
             _log(output, "unet", step, loss_v, spent + time.time() - start)
         if step % every == 0:
-            checkpoint.save(ckpt, state(spent + time.time() - start))
+            checkpoint.save(ckpt, _unet_state(unet, text, opt, ema, step, spent + time.time() - start))
     bar.close()
     seconds = spent + time.time() - start
-    checkpoint.save(ckpt, state(seconds, done=True))
+    checkpoint.save(ckpt, _unet_state(unet, text, opt, ema, step, seconds, done=True))
     unet.load_state_dict(ema["unet"].state_dict()), text.load_state_dict(ema["text"].state_dict())
     unet.eval(), text.eval()
     return dict(steps=step, seconds=seconds, loss=loss_v)

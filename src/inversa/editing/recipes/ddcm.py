@@ -22,8 +22,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from inversa.editing.recipes.flowedit import branches
 from inversa.core.samplers import split
+from inversa.editing.recipes.flowedit import branches
 
 
 @torch.no_grad()

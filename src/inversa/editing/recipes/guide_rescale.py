@@ -24,10 +24,10 @@ import torch
 from torch import Tensor
 
 from inversa.core import samplers, checks as validate
-from inversa.editing.attention import capturing
 from inversa.core.errors import InversaError
-from inversa.methods.ddim import naive_inversion
 from inversa.core.types import Embeds
+from inversa.editing.attention import capturing
+from inversa.methods.ddim import naive_inversion
 
 
 @contextmanager

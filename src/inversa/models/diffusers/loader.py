@@ -13,7 +13,6 @@ import os
 import torch
 
 from inversa.core.errors import InversaError
-from inversa.models.model import Model
 from inversa.models.diffusers.base import SUPPORTED, DiffusersModel
 from inversa.models.diffusers.chroma import ChromaModel
 from inversa.models.diffusers.cogvideox import CogVideoXModel
@@ -29,6 +28,7 @@ from inversa.models.diffusers.sd3 import SD3Model
 from inversa.models.diffusers.sdxl import SDXLModel
 from inversa.models.diffusers.wan import WanModel
 from inversa.models.diffusers.zimage import ZImageModel
+from inversa.models.model import Model
 
 FAMILIES = (WanModel, CogVideoXModel, Flux2Model, QwenImageModel, ChromaModel, KontextModel, Lumina2Model, ZImageModel, FluxModel, SanaModel, SD3Model, SDXLModel, LCMModel, SDModel)  # most specific first
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
@@ -66,8 +66,8 @@ def load_model(name_or_path: str, dtype: str | torch.dtype = "float32", device: 
     """Load any supported diffusers pipeline with ``from_pretrained`` (hub id, local folder or shipped short name)."""
     from diffusers import DiffusionPipeline
 
-    from inversa.tiny import resolve
     from inversa.core.checks import device as check_device
+    from inversa.tiny import resolve
 
     name_or_path, defaults = resolve(name_or_path)
     if embedded_guidance is None:
