@@ -109,7 +109,7 @@ def score(task: Task, edited: torch.Tensor, source: torch.Tensor) -> dict:
 
 # --- runner -----------------------------------------------------------------------------------------
 def open_model(spec: str | None, dtype: str):
-    from inversa.models.diffusers.loader import load_model
+    from inversa import load_model
     from inversa.tiny import default_model_path
 
     if spec == "random-sd":

@@ -146,7 +146,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from inversa.models.diffusers.loader import load_model
+    from inversa import load_model
     from inversa.tiny import default_model_path
 
     folder = args.model or default_model_path()

@@ -26,8 +26,8 @@ import time
 
 import torch
 
+from inversa import invert
 from inversa.core.metrics import relative_error
-from inversa.inversion.api import invert
 from inversa.inversion.api import sample, schedule_of
 from inversa.io.result import Inversion
 from inversa.methods import get_method
@@ -111,12 +111,12 @@ def main(argv=None) -> int:
     results, start = {}, time.perf_counter()
     for source in args.sources.split(","):
         if source == "sd3":
-            from inversa.models.diffusers.loader import load_model
+            from inversa import load_model
             from inversa.tiny.random_pipelines import save_pipeline
 
             model, side = load_model(save_pipeline("sd3")), 16
         elif source != "oracle":  # a trained flow model by name or folder (embedded-flow), at its own size
-            from inversa.models.diffusers.loader import load_model
+            from inversa import load_model
 
             model = load_model(source)
             side = model.default_size() // model.vae_scale

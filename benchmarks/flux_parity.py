@@ -13,10 +13,9 @@ import time
 
 import torch
 
+from inversa import invert, load_model, reconstruct
 from inversa.core.metrics import relative_error
-from inversa.inversion.api import invert, reconstruct
 from inversa.models.diffusers.flux import pack, unpack
-from inversa.models.diffusers.loader import load_model
 from inversa.tiny.random_pipelines import save_pipeline
 
 METHODS = {"ddim": {}, "fixed_point": {"iters": 6}, "preciseinv": {"eta": 1e-12}}

@@ -145,7 +145,7 @@ def timed(fn, device: str) -> tuple[object, float]:
 
 def measure(model, z0, steps: int, methods: list[str], device: str, reps: int = 3) -> list[dict]:
     """One row for a bare network call, then one per method: time, NFE, memory, worst residual."""
-    from inversa.core import checks as validate
+    from inversa.editing.options import method_options
     from inversa.methods import get_method
 
     cond = model.condition([""] * len(z0))  # the paper's reconstruction protocol: empty prompt, no CFG
@@ -158,7 +158,7 @@ def measure(model, z0, steps: int, methods: list[str], device: str, reps: int = 
     for text in methods:
         name, opts = parse_method(text)
         spec = get_method(name)
-        opts = validate.method_options(name, opts)
+        opts = method_options(name, opts)
         if "keep_trajectory" in spec.options():
             opts["keep_trajectory"] = False
         model.nfe = 0

@@ -13,9 +13,9 @@ import argparse
 
 import torch
 
+from inversa import load_model
 from inversa.core.metrics import latent_mse
 from inversa.inversion.api import invert, reconstruct
-from inversa.models.diffusers.loader import load_model
 
 
 def photo(size: int) -> torch.Tensor:

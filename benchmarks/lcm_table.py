@@ -96,8 +96,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TQDM_DISABLE", "1")
+    from inversa import load_model
     from inversa.bench.datasets import open_dataset
-    from inversa.models.diffusers.loader import load_model
 
     model = load_model(args.model)
     datasets = {"photos": open_dataset("builtin:photos", limit=args.limit), "shapes": heldout_shapes(args.limit)}

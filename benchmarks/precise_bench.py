@@ -135,7 +135,7 @@ def main(argv=None) -> int:
                     if args.speed:
                         speeds.append({"model": f"oracle-{pred}", **speed_ratio(model, z0, steps, args)})
             continue
-        from inversa.models.diffusers.loader import load_model
+        from inversa import load_model
         from inversa.tiny.random_pipelines import save_pipeline
 
         model = load_model(save_pipeline(family))

@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     ap.add_argument("--write-card", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from inversa.models.diffusers.loader import load_model
+    from inversa import load_model
     from inversa.tiny import EMBEDDED
 
     folder = args.model or EMBEDDED[f"embedded-{args.kind}"]

@@ -45,7 +45,7 @@ def pipeline_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_model(pipeline_dir):
-    from inversa.models.diffusers.loader import load_model
+    from inversa import load_model
 
     cache = {}
 

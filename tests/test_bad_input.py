@@ -11,10 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
+from inversa import Inversion, invert
 from inversa.cli.main import main
 from inversa.core.errors import InversaError
-from inversa.inversion.api import invert
-from inversa.io.result import Inversion
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
@@ -44,7 +43,7 @@ def saved(pipeline_dir, tmp_path_factory):
     """A 2-step ddim inversion of a photo on the tiny sd pipeline, and a folder to write variants into."""
     from skimage import data
 
-    from inversa.models.diffusers.loader import load_model
+    from inversa import load_model
 
     folder = tmp_path_factory.mktemp("inv")
     Image.fromarray(data.astronaut()).resize((64, 64)).save(folder / "photo.png")
@@ -409,7 +408,7 @@ def test_a_loaded_schedule_and_latent_are_checked_against_the_model(name, change
 
 
 def test_python_reconstruct_and_load_image_share_the_bounds(saved, tiny_model, tmp_path):
-    from inversa.inversion.api import reconstruct
+    from inversa import reconstruct
     from inversa.io.images import load_image
 
     with pytest.raises(InversaError, match=r"^steps must be at most 1000; got 100000$"):

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
+from inversa import invert, reconstruct
 from inversa.core.errors import InversaError
 from inversa.core.metrics import relative_error
 from inversa.core.replay import denoise
-from inversa.inversion.api import invert, reconstruct
 from inversa.inversion.api import schedule_of
 from inversa.io.result import Inversion
 from inversa.models.oracle import GaussianModel

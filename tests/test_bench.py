@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from inversa.core.errors import InversaError
+from inversa import InversaError
 from inversa.core.metrics import LPIPS, load_lpips, ms_ssim, ms_ssim_scales, ssim
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

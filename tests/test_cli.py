@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
+from inversa import Inversion
 from inversa.cli.main import main
 from inversa.io.images import load_image
-from inversa.io.result import Inversion
 
 
 def test_invert_writes_inversion_reconstruction_and_metrics(pipeline_dir, photo, tmp_path, capsys):

@@ -4,10 +4,8 @@ import inspect
 import pytest
 import torch
 
-from inversa.core.errors import InversaError
+from inversa import InversaError, invert, reconstruct, stock_callback, stock_scheduler
 from inversa.core.metrics import relative_error
-from inversa.inversion.api import invert, reconstruct
-from inversa.inversion.stock import stock_callback, stock_scheduler
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny workloads: one thread beats two contended ones
 
@@ -94,7 +92,7 @@ def test_sana_prompt_gets_the_pipelines_instruction_and_the_negative_does_not(ti
 def test_sana_sprint_is_refused_with_the_reason(tiny_model):
     from diffusers import SanaSprintPipeline, SCMScheduler
 
-    from inversa.models.diffusers.base import DiffusersModel
+    from inversa import DiffusersModel
 
     pipe = tiny_model("sana").pipe
     sprint = SanaSprintPipeline(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, vae=pipe.vae,

@@ -6,14 +6,13 @@ import pytest
 import torch
 from PIL import Image
 
+from inversa import InversaError, invert, reconstruct
 from inversa.cli.main import main
 from inversa.core import flow
-from inversa.core.errors import InversaError
 from inversa.core.metrics import relative_error
 from inversa.editing.attention import Injector, SharingProcessor, injecting, injection_kind
 from inversa.editing.edit import edit, sample_branches
 from inversa.editing.recipes.flowedit import flowedit
-from inversa.inversion.api import invert, reconstruct
 from inversa.inversion.api import condition_of, sample, schedule_of
 from inversa.models.oracle import GaussianModel, affine_preimage
 

@@ -7,10 +7,8 @@ to 1e-5 relative in float64.
 import pytest
 import torch
 
-from inversa.core.errors import InversaError
+from inversa import InversaError, invert, reconstruct, stock_callback, stock_scheduler
 from inversa.core.metrics import relative_error
-from inversa.inversion.api import invert, reconstruct
-from inversa.inversion.stock import stock_callback, stock_scheduler
 from inversa.models.diffusers import flux, flux2
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -4,13 +4,11 @@ import math
 import pytest
 import torch
 
+from inversa import invert, load_model, reconstruct, stock_callback
 from inversa.cli.main import main
 from inversa.core.errors import InversaError
 from inversa.core.metrics import relative_error
-from inversa.inversion.api import invert, reconstruct
-from inversa.inversion.stock import stock_callback
 from inversa.models.diffusers.flux import image_ids, pack, unpack
-from inversa.models.diffusers.loader import load_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -133,7 +131,7 @@ def test_cli_inverts_and_reconstructs_a_flux_folder(pipeline_dir, photo, tmp_pat
 def test_odd_sizes_and_channel_conditioned_variants_are_refused(tiny_model):
     from diffusers import FluxControlPipeline
 
-    from inversa.models.diffusers.base import DiffusersModel
+    from inversa import DiffusersModel
     from inversa.tiny.random_pipelines import build_pipeline
 
     with pytest.raises(InversaError, match="multiples of 4"):

@@ -54,7 +54,7 @@ def test_every_family_inverts_in_bfloat16_with_float32_outputs(tiny_model, famil
 
 
 def test_nan_in_bfloat16_names_dtype_step_and_fix(pipeline_dir):
-    from inversa.models.diffusers.loader import load_model
+    from inversa import load_model
 
     model = load_model(pipeline_dir("sd"), dtype="bfloat16")
     with torch.no_grad():

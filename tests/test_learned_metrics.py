@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from inversa.bench.learned_metrics import (clip_score, dino_self_similarity, load_learned, squeezenet_lpips,
-    structure_distance)
+                                           structure_distance)
 from inversa.core.errors import InversaError
 
 

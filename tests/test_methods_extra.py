@@ -2,12 +2,12 @@
 import pytest
 import torch
 
+from inversa import invert, reconstruct
 from inversa.cli.main import main
 from inversa.core.errors import InversaError
 from inversa.core.metrics import relative_error
 from inversa.core.replay import denoise
 from inversa.editing.edit import edit, sample_branches
-from inversa.inversion.api import invert, reconstruct
 from inversa.inversion.api import schedule_of
 from inversa.io.result import Inversion
 from inversa.methods import cfgpp
@@ -169,7 +169,7 @@ def test_cli_lists_and_edits_with_the_new_methods(pipeline_dir, photo, tmp_path,
 @pytest.mark.parametrize("method,w,opts", [("cfgpp", 1.0, {}), ("prompt_tuning", 3.0, {"iters": 2, "lr": 0.1}),
                                            ("spdinv", 1.0, {"iters": 2})])
 def test_stock_pipeline_replays_the_new_methods(family, method, w, opts, tiny_model):
-    from inversa.inversion.stock import stock_callback
+    from inversa import stock_callback
     from inversa.inversion.stock import stock_scheduler
 
     model = tiny_model(family, "float64")

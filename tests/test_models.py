@@ -2,12 +2,8 @@
 import pytest
 import torch
 
-from inversa.core.errors import InversaError
+from inversa import DiffusersModel, Inversion, InversaError, invert, load_model, reconstruct
 from inversa.core.metrics import relative_error
-from inversa.inversion.api import invert, reconstruct
-from inversa.io.result import Inversion
-from inversa.models.diffusers.base import DiffusersModel
-from inversa.models.diffusers.loader import load_model
 from inversa.tiny.random_pipelines import FAMILIES, build_pipeline
 
 EXPECTED = {"sd": ("sd", "epsilon"), "sd2v": ("sd", "v_prediction"), "sdxl": ("sdxl", "epsilon"),

@@ -2,9 +2,8 @@
 import pytest
 import torch
 
+from inversa import denoise, invert, reconstruct
 from inversa.core.metrics import relative_error
-from inversa.core.replay import denoise
-from inversa.inversion.api import invert, reconstruct
 from inversa.models.oracle import GaussianModel
 
 
@@ -62,7 +61,7 @@ def test_partial_inversion_stops_early():
 
 
 def test_per_step_state_refuses_another_step_count():
-    from inversa.core.errors import InversaError
+    from inversa import InversaError
 
     model = GaussianModel()
     z0 = model.sample_data(1, "a cat")

@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
+from inversa import Inversion
 from inversa.cli import serve
 from inversa.cli.main import main
 from inversa.core.errors import InversaError
-from inversa.io.result import Inversion
 
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 CHROMIUM = "/usr/bin/chromium"
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def embedded():
-    from inversa.models.diffusers.loader import load_model
+    from inversa import load_model
     from inversa.tiny import default_model_path
 
     return load_model(default_model_path())

@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from inversa.models.diffusers.loader import load_model
+from inversa import load_model
 from inversa.tiny import EMBEDDED, checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

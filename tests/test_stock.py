@@ -2,10 +2,8 @@
 import pytest
 import torch
 
-from inversa.core.errors import InversaError
+from inversa import InversaError, invert, reconstruct, stock_callback, stock_scheduler
 from inversa.core.metrics import relative_error
-from inversa.inversion.api import invert, reconstruct
-from inversa.inversion.stock import stock_callback, stock_scheduler
 
 STEPS = 3
 GUIDED = {"sd": 3.0, "sd2v": 3.0, "sdxl": 3.0, "sd3": 3.0, "lcm": 1.0}  # LCM embeds its scale: no CFG
@@ -56,7 +54,7 @@ def test_spacing_follows_the_stock_scheduler(spacing, tiny_model):
 
 
 def test_flow_dynamic_shift_depends_on_resolution(pipeline_dir):
-    from inversa.models.diffusers.loader import load_model
+    from inversa import load_model
 
     model = load_model(pipeline_dir("sd3"))
     model.scheduler.register_to_config(use_dynamic_shifting=True, base_image_seq_len=256, max_image_seq_len=4096)

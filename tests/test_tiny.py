@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from inversa.models.diffusers.loader import load_model
+from inversa import load_model
 from inversa.tiny import shapes as S
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -2,10 +2,8 @@
 import pytest
 import torch
 
-from inversa.core.errors import InversaError
+from inversa import InversaError, invert, reconstruct, stock_scheduler
 from inversa.core.metrics import relative_error
-from inversa.inversion.api import invert, reconstruct
-from inversa.inversion.stock import stock_scheduler
 from inversa.models.diffusers.cogvideox import from_pipeline, to_pipeline
 
 FRAMES = {"wan": 5, "cogvideox": 9}  # Wan's VAE takes 4k+1 frames, CogVideoX's 8k+1
@@ -44,7 +42,7 @@ def test_stock_pipeline_regenerates_the_inversion(family, method, tiny_model):
 
 
 def test_stock_callback_says_how_to_replay_a_video(tiny_model):
-    from inversa.inversion.stock import stock_callback
+    from inversa import stock_callback
 
     model = tiny_model("cogvideox")
     inv = invert(model, clip(9), steps=2, method="direct", guidance=3.0)
@@ -70,7 +68,7 @@ def test_flow_methods_refuse_cogvideox_and_run_on_wan(method, tiny_model):
 def test_wan_unipc_config_replays_as_euler_on_its_flow_shift(pipeline_dir):
     from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 
-    from inversa.models.diffusers.loader import load_model
+    from inversa import load_model
 
     model = load_model(pipeline_dir("wan"))  # a fresh copy: its scheduler is swapped below
     model.pipe.scheduler = model.scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction",
