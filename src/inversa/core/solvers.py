@@ -19,15 +19,13 @@ Solvers:
 - ``anderson``: Anderson acceleration of the fixed-point form ``x = x - r(x) / A``.
 - ``lbfgs``: limited-memory BFGS on the mean squared residual (gradient by reverse mode,
   per-sample Armijo backtracking): slow but monotone where Newton-GMRES stagnates.
-- ``hybrid``: Anderson while the fixed-point map contracts (``switch``-fold in 3 iterations),
-  then Newton while each iteration cuts the residual ``switch``-fold (two slow iterations in a
-  row end it), then L-BFGS, each for the samples not done. Why: Anderson costs one forward per
-  iteration and finishes easy steps (few steps from a clean latent, or many small steps) before
-  Newton has built its first Krylov space; on smooth steps Newton converges quadratically; on a
-  random or badly conditioned network (the tiny random SD at 2 steps: ``|B d out/dx| ~ 2.3 |A|``)
-  the spectrum of ``J`` surrounds 0, so Krylov methods on ``J`` stagnate (120 GMRES vectors
-  still leave 68-71% of the linear residual) and only descent on ``|r|^2`` (needing ``J^T``,
-  a backward pass) keeps making progress.
+- ``hybrid``: Anderson; where it slows or stalls, one Newton-GMRES iteration as a probe, kept only where it
+  gains more per network call than Anderson's last calls; L-BFGS where both stall. Why: on the trained
+  networks Anderson keeps gaining (1.2-2x per 10 calls on the hardest step) where Newton loses (its linear
+  model is wrong at the step length needed); on the affine oracle Newton is exact in one iteration; on a
+  random or badly conditioned network (the tiny random SD at 2 steps: ``|B d out/dx| ~ 2.3 |A|``) the
+  spectrum of ``J`` surrounds 0, Krylov methods and Anderson stagnate, and only descent on ``|r|^2``
+  (needing ``J^T``, a backward pass) keeps making progress.
 """
 from __future__ import annotations
 
@@ -148,7 +146,9 @@ class Monitor:
         self.active &= ~done
 
     def info(self) -> dict:
-        return {"residual": self.res.clone(), "initial": self.res0.clone(), "iters": self.iters.clone()}
+        stalled = self.stall >= self.patience if self.patience > 0 else torch.zeros_like(self.active)
+        return {"residual": self.res.clone(), "initial": self.res0.clone(), "iters": self.iters.clone(),
+                "stalled": stalled & (self.res > self.eta)}
 
 
 # --- paper: AdamW on eps -----------------------------------------------------------------------------
@@ -229,8 +229,14 @@ def gmres(matvec, b: Tensor, max_vectors: int, tol: float) -> Tensor:
 
 def solve_newton(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0, max_iters: int = 10,
                  patience: int = 3, krylov: int = 8, forcing: float = 1e-3, jvp: str = "fd",
-                 backtrack: int = 2, switch: float = 0.0):
+                 backtrack: int = 2, switch: float = 0.0, rate: Tensor | None = None, least: float = 1.0):
     """Inexact Newton: GMRES on ``J d = -r`` with JVPs, then a per-sample backtracking check.
+
+    With ``rate`` (per sample: the log residual reduction per network call of the solver before), a sample
+    whose first iteration gains less per call than that, or less than ``least``-fold in all, stops at once,
+    marked ``lost`` in the info: Newton
+    is not worth its 1 + krylov calls there (the trained networks' hardest steps, where the linear model
+    fails at the step length needed), and ``solve_hybrid`` hands it back to Anderson.
 
     With ``switch`` > 0 a sample whose residual falls less than ``switch``-fold on two iterations
     in a row stops (Newton is not converging there; ``solve_hybrid`` hands it to the next stage).
@@ -246,6 +252,8 @@ def solve_newton(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0
     outs, rs = out.clone(), r.clone()  # output and residual at the best iterate of every row
     mon.close()
     slow = torch.zeros(x.shape[0], dtype=torch.long)  # consecutive iterations below the switch rate
+    lost = torch.zeros(x.shape[0], dtype=torch.bool)
+    first = True
     while mon.active.any():
         idx = mon.idx()
         xb, ob, rb = mon.best[idx].to(vdtype), outs[idx], rs[idx]
@@ -267,8 +275,13 @@ def solve_newton(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0
         if switch > 0:
             slow[idx] = torch.where(mon.res[idx] * switch > before, slow[idx] + 1, 0)
             mon.active[idx[slow[idx] >= 2]] = False
+        if rate is not None and first:
+            gain = (before / mon.res[idx]).log() / (1 + krylov + attempt)
+            lost[idx] = ((gain <= rate[idx]) | (before < least * mon.res[idx])) & (mon.res[idx] > mon.eta[idx])
+            mon.active &= ~lost
+        first = False
         mon.close()
-    return mon.best, mon.info()
+    return mon.best, mon.info() | {"lost": lost}
 
 
 # --- Gauss-Newton with CG on the normal equations ------------------------------------------------------
@@ -347,17 +360,22 @@ def anderson_mix(xs: list[Tensor], gs: list[Tensor], reg: float = 1e-10) -> Tens
 
 
 def solve_anderson(problem: StepProblem, x_init: Tensor, *, eta, max_iters: int = 20, patience: int = 0,
-                   depth: int = 5, switch: float = 0.0, window: int = 3, seed: tuple | None = None):
+                   depth: int = 5, switch: float = 0.0, window: int = 3, seed: tuple | None = None, probe=None):
     """Anderson-accelerated fixed point ``x = (y - B out(x)) / A = x - r(x) / A`` (type II, per sample).
 
     One network call per iteration; returns the best evaluated iterate. ``seed = (x0, r0)`` is a point
     already evaluated whose image is ``x_init`` (the naive warm start is the image of ``x_{i+1}``): it enters
-    the history and the record for free, so the first iteration already mixes two points. With ``switch``
-    > 0 a sample stops once its best residual fell less than ``switch``-fold over the last ``window``
-    network calls (the map does not contract fast enough there; ``solve_hybrid`` hands it on).
+    the history and the record for free, so the first iteration already mixes two points.
+
+    With ``switch`` > 0, a sample whose best residual fell less than ``switch``-fold over its last ``window``
+    calls is slow. Without ``probe`` it stops there (``info["stalled"]``).
+    With ``probe(rows, x, rate) -> (x, residual, won)`` it is probed once: rows the probe won leave
+    (``info["handed"]``) and the others go on with their history intact. ``rate`` is each row's log residual
+    reduction per call over its last ``window`` calls, what the probe must beat per call.
     """
     vdtype = torch.float64 if x_init.dtype == torch.float64 else torch.float32
     x = x_init.to(vdtype).clone()
+    n = x.shape[0]
     mon = Monitor(x, eta, 0.0, max_iters, patience)
     hist_x, hist_g = [], []  # full-batch; rows of finished samples are never read
     if seed is not None:
@@ -365,20 +383,44 @@ def solve_anderson(problem: StepProblem, x_init: Tensor, *, eta, max_iters: int 
         mon.record(mon.idx(), x0, msr(r0), count=False)
         hist_x, hist_g = [x0.clone()], [x.clone()]
         mon.close()
-    trail = [mon.res.clone()]  # best residuals after each call; rows still active have made every one of them
+    trail = [mon.res.clone()]  # best residuals after each call
+    slow, probed, handed = (torch.zeros(n, dtype=torch.bool) for _ in range(3))
     while mon.active.any():
         idx = mon.idx()
         r, _ = problem.residual(x[idx], idx)
         mon.record(idx, x[idx], msr(r))
         trail.append(mon.res.clone())
-        if switch > 0 and len(trail) > window:
-            mon.active[idx[mon.res[idx] * switch > trail[-window - 1][idx]]] = False
         full_g = x.clone()
         full_g[idx] = x[idx] - r / problem.A
         hist_x, hist_g = (hist_x + [x.clone()])[-depth:], (hist_g + [full_g])[-depth:]
         x[idx] = anderson_mix([h[idx] for h in hist_x], [h[idx] for h in hist_g]) if len(hist_x) > 1 else full_g[idx]
+        if switch > 0 and len(trail) > window:
+            now = idx[mon.res[idx] * switch > trail[-window - 1][idx]]
+            if probe is None:
+                slow[now] = True
+                mon.active &= ~slow
+            elif len(now := now[~probed[now]]):
+                probed[now] = True
+                rate = _recent_rate(trail, now, window)
+                xp, res, won = probe(now, mon.best[now], rate)
+                mon.record(now, xp.to(vdtype), res, count=False)
+                handed[now[won]] = True
+                mon.active &= ~handed
         mon.close()
-    return mon.best, mon.info()
+    info = mon.info()
+    info["handed"] = handed & (mon.res > mon.eta)
+    info["stalled"] = (info["stalled"] | slow & (mon.res > mon.eta)) & ~handed
+    return mon.best, info
+
+
+def _recent_rate(trail: list[Tensor], rows: Tensor, window: int) -> Tensor:
+    """The log reduction per call of each row's best residual over its last ``window`` calls (``trail``: the
+    best residuals after each call, all rows active throughout; the seed's entry may be inf)."""
+    t = torch.stack([v[rows] for v in trail[-window - 1:]])  # (k + 1, rows)
+    start = torch.isinf(t).sum(0)  # rows without a seed: from their first call
+    k = (t.shape[0] - 1 - start).clamp_min(1)
+    first = t.gather(0, start.clamp_max(t.shape[0] - 1)[None]).squeeze(0)
+    return (first / t[-1]).clamp_min(1.0).log() / k
 
 
 # --- L-BFGS on the mean squared residual, and the hybrid ---------------------------------------------
@@ -478,36 +520,50 @@ def solve_lbfgs(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0,
     return mon.best, mon.info()
 
 
-def solve_hybrid(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0, max_iters: int = 40,
+def solve_hybrid(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0, max_iters: int = 200,
                  patience: int = 3, krylov: int = 8, forcing: float = 1e-3, jvp: str = "fd", switch: float = 4.0,
                  window: int = 3, newton_switch: float = 2.0, newton_iters: int = 10, depth: int = 5,
                  history: int = 20, seed: tuple | None = None):
-    """Anderson while the fixed-point map contracts (``switch``-fold per 3 iterations), then Newton-GMRES
-    while it converges (``newton_switch``-fold per iteration), then L-BFGS, each stage for the samples not done.
+    """Anderson for ``max_iters`` calls; where it slows (less than ``switch``-fold in ``window`` calls), one
+    Newton-GMRES iteration as a probe. Where the probe cut the residual ``switch``-fold, and more per network
+    call than Anderson's last ``window`` calls, Newton goes on while it cuts the residual ``newton_switch``-fold per iteration (at most
+    ``newton_iters``, within the calls left), then L-BFGS; where it lost, Anderson goes on with its history.
 
-    Newton's bar is lower than Anderson's: at 1 + krylov NFE per iteration, a 2-3-fold cut per iteration still
-    beats L-BFGS, which needed 40 evaluations for 3.6-fold on the trained flow sibling's hardest step.
-
-    ``max_iters`` caps the Anderson iterations and the L-BFGS evaluations; Newton gets ``newton_iters``.
-    Anderson first because it costs one forward per iteration where Newton costs 1 + krylov.
+    Why per call: Anderson costs one forward, a Newton iteration 1 + krylov. On the affine oracle and smooth
+    steps Newton converges in one or two iterations. On the trained networks' hardest step (the clean end of
+    a VP chain, the noise end of a flow chain, the single step) the linear model is wrong at the step length
+    needed: GMRES with 10-40 vectors makes it worse, L-BFGS creeps, and Anderson keeps gaining 1.2-2x per
+    10 calls, or sits on a plateau for 50-100 calls and then drops 1e6-fold (embedded model, 1 step), so
+    Anderson is never stopped for stalling. (On random networks, where Anderson and Newton both stagnate,
+    ``solver="lbfgs"`` is the one that keeps descending.)
     """
     eta = torch.as_tensor(eta, dtype=torch.float64).expand(x_init.shape[0])
-    stages = (lambda p, x0, e: solve_anderson(p, x0, eta=e, max_iters=max_iters, patience=5, depth=depth,
-                                              switch=switch, window=window, seed=seed),
-              lambda p, x0, e: solve_newton(p, x0, eta=e, rtol=rtol, max_iters=newton_iters, patience=patience,
-                                            krylov=krylov, forcing=forcing, jvp=jvp, switch=newton_switch),
-              lambda p, x0, e: solve_lbfgs(p, x0, eta=e, rtol=rtol, max_iters=max_iters, history=history))
-    x, info = stages[0](problem, x_init, eta)
+    newton = dict(rtol=rtol, patience=patience, krylov=krylov, forcing=forcing, jvp=jvp)
+
+    def probe(rows, xb, rate):
+        xn, info = solve_newton(problem.rows(rows), xb, eta=eta[rows], max_iters=1, rate=rate, least=switch, **newton)
+        return xn, info["residual"], ~info["lost"]
+
+    x, info = solve_anderson(problem, x_init, eta=eta, max_iters=max_iters, depth=depth, switch=switch,
+                             window=window, seed=seed, probe=probe)
     x = x.clone()
-    for stage in stages[1:]:
-        left = (info["residual"] > eta).nonzero().squeeze(1)
+
+    def then(stage, rows, **opts):
+        rows = rows[info["residual"][rows] > eta[rows]]
         if rtol > 0:
-            left = left[info["residual"][left] > rtol * info["initial"][left]]
-        if len(left) == 0:
-            break
-        xl, more = stage(problem.rows(left), x[left], eta[left])
-        better = more["residual"] < info["residual"][left]
-        x[left[better]] = xl[better].to(x.dtype)
-        info["residual"][left[better]] = more["residual"][better]
-        info["iters"][left] += more["iters"]
+            rows = rows[info["residual"][rows] > rtol * info["initial"][rows]]
+        if len(rows) == 0 or opts["max_iters"] <= 0:
+            return rows[:0]
+        xs, more = stage(problem.rows(rows), x[rows], eta=eta[rows], **opts)
+        better = more["residual"] < info["residual"][rows]
+        x[rows[better]] = xs[better].to(x.dtype)
+        info["residual"][rows[better]] = more["residual"][better]
+        info["iters"][rows] += more["iters"]
+        return rows
+
+    handed = info["handed"].nonzero().squeeze(1)
+    left = max_iters - int(info["iters"][handed].min()) - (1 + krylov) if len(handed) else 0  # calls left
+    went_on = then(solve_newton, handed, max_iters=min(newton_iters - 1, left // (1 + krylov)),
+                   switch=newton_switch, **newton)
+    then(solve_lbfgs, went_on, rtol=rtol, max_iters=max_iters, history=history)
     return x, info

@@ -4,7 +4,7 @@ The residual of step i is ``r(x) = A x + B out(x) - x_{i+1}`` (samplers.coeffici
 so the result is a plain ``x_T`` that the stock deterministic sampler maps back to the
 latent. Every step starts from one naive inverse step (also for flow models, where the
 paper had none). ``solver="paper"`` is the paper's AdamW on ``eps`` (the baseline);
-``hybrid`` (default: Anderson, then Newton-GMRES, then L-BFGS, each where the last stalls), ``newton``, ``lbfgs``,
+``hybrid`` (default: Anderson, with one Newton-GMRES probe where it slows, Newton or L-BFGS only where they pay), ``newton``, ``lbfgs``,
 ``gauss_newton`` and ``anderson`` are the solvers of :mod:`inversa.solvers`.
 ``sampler="ddpm"`` instead keeps DDPM noise maps in closed form (edit-friendly: x_i drawn
 independently from q(x_i | z0), z_i = (x_{i+1} - mu(x_i)) / s_i) and uses the solver only
@@ -91,7 +91,7 @@ def solve(model, x_next, t, condition, levels, *, solver="hybrid", eta=None, res
                            patience=10 if patience is None else patience)
     patience = 3 if patience is None else patience
     if solver == "hybrid":
-        return solve_hybrid(problem, x_init, eta=goal, rtol=rtol, max_iters=max_iters or 40, patience=patience,
+        return solve_hybrid(problem, x_init, eta=goal, rtol=rtol, max_iters=max_iters or 200, patience=patience,
                             krylov=krylov, forcing=forcing, jvp=jvp, depth=depth, seed=seed)
     if solver == "newton":
         return solve_newton(problem, x_init, eta=goal, rtol=rtol, max_iters=max_iters or 10, patience=patience,
@@ -113,8 +113,9 @@ def invert(model, z0, condition, schedule, *, solver: Literal[SOLVERS] = "hybrid
 
     ``residual_tol`` is the per-step residual relative to the step's scale; ``eta`` >= 0 adds the
     paper's absolute mean squared target (1e-2 fast, 1e-5 precise; -1: the ``paper`` solver's 1e-5,
-    none for the others). ``max_iters`` caps each solver's iterations (hybrid: ``max_iters`` (default 40)
-    Anderson iterations, then at most 10 Newton iterations, then ``max_iters`` L-BFGS evaluations).
+    none for the others). ``max_iters`` caps each solver's iterations (hybrid: ``max_iters`` (default 100)
+    Anderson calls, at most 10 Newton iterations where its probe wins, ``max_iters`` L-BFGS evaluations where
+    both stall).
     """
     if sampler not in SAMPLERS:
         raise InversaError(f"unknown preciseinv sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
