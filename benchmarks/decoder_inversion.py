@@ -18,9 +18,9 @@ import torch
 
 import inversa
 from inversa.bench.datasets import photos
-from inversa.decoder import invert_decoder
-from inversa.metrics import latent_mse, psnr
+from inversa.core.metrics import latent_mse, psnr
 from inversa.methods import get_method
+from inversa.models.decoder import invert_decoder
 from inversa.tiny import default_model_path
 
 
@@ -64,7 +64,7 @@ def invertibility(model, z0, z, steps_list=(4, 10)) -> list[dict]:
             for label, latent in (("E(x)", z0), ("fitted z", z)):
                 trace = get_method(method).invert(model, latent, cond, sched)
                 with torch.no_grad():
-                    z_hat = inversa.api.denoise(model, trace.x_T, sched, cond, trace.state)
+                    z_hat = inversa.core.replay.denoise(model, trace.x_T, sched, cond, trace.state)
                 err = latent_mse(latent, z_hat)
                 rows.append({"steps": steps, "method": method, "latent": label, "mean": float(err.mean()),
                              "max": float(err.max())})
@@ -90,7 +90,7 @@ def main() -> None:
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['optimiser']} | {r['iters']} | {r['seconds']:.1f} | {r['psnr']:.2f} | +{r['gain']:.2f} | "
               f"+{r['min_gain']:.2f} | {r['z_std']:.3f} |" for r in rows]
-    lines += ["", f"std of E(x): {float(z0.std()):.3f}. Adam: lr 0.05. L-BFGS: inversa.decoder (history 10, Armijo).", "",
+    lines += ["", f"std of E(x): {float(z0.std()):.3f}. Adam: lr 0.05. L-BFGS: inversa.models.decoder (history 10, Armijo).", "",
               "## Is the fitted latent as invertible as E(x)? (latent MSE of the sampler's regeneration, default options)", "",
               "| steps | method | latent | mean latent MSE | max |", "|---|---|---|---|---|"]
     lines += [f"| {r['steps']} | {r['method']} | {r['latent']} | {r['mean']:.2e} | {r['max']:.2e} |" for r in inv_rows]

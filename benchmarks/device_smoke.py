@@ -12,8 +12,8 @@ import traceback
 
 import torch
 import inversa
-from inversa import edit as E
-from inversa.metrics import latent_mse
+from inversa.core.metrics import latent_mse
+from inversa.editing import edit as E
 
 dev = sys.argv[1] if len(sys.argv) > 1 else "cuda"
 IMG = "examples/astronaut.png"

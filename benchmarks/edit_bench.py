@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from inversa.metrics import psnr, ssim_map
+from inversa.core.metrics import psnr, ssim_map
 from inversa.tiny import shapes as S
 
 METHODS = ("ddim", "negative_prompt", "null_text", "direct", "edict", "bdia", "ddpm_edit_friendly", "ddcm",
@@ -125,7 +125,7 @@ def run(args) -> tuple[dict, list[Task], dict]:
     """Every method on every task; returns (report, tasks, edited images per method)."""
     from tqdm.auto import tqdm
 
-    from inversa.edit import edit
+    from inversa.editing.edit import edit
 
     model = open_model(args.model, args.dtype)
     work = tasks(args.n, args.seed)
@@ -214,7 +214,7 @@ def main(argv=None) -> int:
     p.add_argument("--self-replace", type=float, default=0.0,
                    help="fraction of steps with self-attention maps (UNet) or image keys/values (MMDiT) shared")
     p.add_argument("--decoder-inversion", action="store_true",
-                   help="also run every method with decoder inversion (inversa.decoder) before inverting")
+                   help="also run every method with decoder inversion (inversa.models.decoder) before inverting")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--seed", type=int, default=1, help="shapes seed (the embedded model trained on seed 0)")
     p.add_argument("--threads", type=int, default=None)

@@ -166,8 +166,8 @@ def main(argv=None) -> int:
                   generator=summarise(truth))
     photo = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "astronaut.png")
     if os.path.exists(photo):
-        from inversa.images import load_image
-        from inversa.metrics import psnr
+        from inversa.core.metrics import psnr
+        from inversa.io.images import load_image
 
         x = load_image(photo, model.default_size())
         result["vae_psnr_astronaut"] = float(psnr(x, model.decode(model.encode(x)).clamp(-1, 1)))

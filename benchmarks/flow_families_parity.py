@@ -18,7 +18,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "tests"))
 from test_flow_families import FAMILY_CALLS, PADDED, REPLAYABLE, STEPS, TOKENS, _image, stock_latents  # noqa: E402
 
 from inversa import invert, load_model, reconstruct  # noqa: E402
-from inversa.metrics import relative_error  # noqa: E402
+from inversa.core.metrics import relative_error  # noqa: E402
 from inversa.tiny.random_pipelines import save_pipeline  # noqa: E402
 
 

@@ -27,11 +27,11 @@ import time
 import torch
 
 from inversa import invert
-from inversa.api import sample, schedule_of
+from inversa.core.metrics import relative_error
+from inversa.inversion.api import sample, schedule_of
+from inversa.io.result import Inversion
 from inversa.methods import get_method
-from inversa.metrics import relative_error
-from inversa.oracle import GaussianModel, affine_preimage
-from inversa.result import Inversion
+from inversa.models.oracle import GaussianModel, affine_preimage
 
 ROWS = [("euler (ddim)", "ddim", {}), ("rf_solver", "rf_solver", {}), ("fireflow", "fireflow", {}),
         ("uni_inv", "uni_inv", {}), ("rf_inversion (gamma 0.5, eta 0)", "rf_inversion", {}),

@@ -14,8 +14,8 @@ import time
 import torch
 
 from inversa import invert, load_model, reconstruct
-from inversa.families.flux import pack, unpack
-from inversa.metrics import relative_error
+from inversa.core.metrics import relative_error
+from inversa.models.diffusers.flux import pack, unpack
 from inversa.tiny.random_pipelines import save_pipeline
 
 METHODS = {"ddim": {}, "fixed_point": {"iters": 6}, "preciseinv": {"eta": 1e-12}}

@@ -89,7 +89,7 @@ def build_pipeline(spec: dict, net, dtype: torch.dtype, device: str):
     import diffusers
     from diffusers import AutoencoderKL
 
-    from inversa.tiny.random_pipelines import _t5_encoder, _text_encoder
+    from inversa.tiny.parts import _t5_encoder, _text_encoder
     from inversa.tiny.vocab import make_t5_tokenizer, make_tokenizer
 
     vae_spec = spec["vae"]
@@ -123,7 +123,7 @@ def build_pipeline(spec: dict, net, dtype: torch.dtype, device: str):
 
 def parse_method(text: str) -> tuple[str, dict]:
     """``"preciseinv solver=paper eta=0.01"`` -> ``("preciseinv", {"solver": "paper", "eta": 0.01})``."""
-    from inversa.cli import parse_options
+    from inversa.cli.common import parse_options
 
     name, *pairs = text.split()
     return name, parse_options(pairs)
@@ -155,7 +155,7 @@ def timed(fn, device: str) -> tuple[object, float]:
 
 def measure(model, z0, steps: int, methods: list[str], device: str, reps: int = 3) -> list[dict]:
     """One row for a bare network call, then one per method: time, NFE, memory, worst residual."""
-    from inversa import validate
+    from inversa.editing.options import method_options
     from inversa.methods import get_method
 
     cond = model.condition([""] * len(z0))  # the paper's reconstruction protocol: empty prompt, no CFG
@@ -168,7 +168,7 @@ def measure(model, z0, steps: int, methods: list[str], device: str, reps: int = 
     for text in methods:
         name, opts = parse_method(text)
         spec = get_method(name)
-        opts = validate.method_options(name, opts)
+        opts = method_options(name, opts)
         if "keep_trajectory" in spec.options():
             opts["keep_trajectory"] = False
         model.nfe = 0
@@ -194,8 +194,9 @@ def count(arch: str) -> dict:
 
 
 def run_arch(arch: str, args) -> dict:
-    from inversa.errors import InversaError
-    from inversa.families import DTYPES, DiffusersModel
+    from inversa.core.errors import InversaError
+    from inversa.models.diffusers.base import DiffusersModel
+    from inversa.models.diffusers.loader import DTYPES
 
     if arch in DENOISER_ONLY:
         raise InversaError(f"measuring {arch} needs its pipeline's own text encoders, which full_size.py does not "

@@ -14,8 +14,8 @@ import argparse
 import torch
 
 from inversa import load_model
-from inversa.api import invert, reconstruct
-from inversa.metrics import latent_mse
+from inversa.core.metrics import latent_mse
+from inversa.inversion.api import invert, reconstruct
 
 
 def photo(size: int) -> torch.Tensor:

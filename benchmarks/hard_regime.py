@@ -73,7 +73,7 @@ def envelope(rows, slack: float = ENVELOPE_SLACK):
 
 # --- cases -----------------------------------------------------------------------------------------------
 def oracle_cases(steps, batch):
-    from inversa.oracle import GaussianModel
+    from inversa.models.oracle import GaussianModel
 
     for pred in ("epsilon", "v_prediction", "flow"):
         model = GaussianModel(prediction=pred)
@@ -106,7 +106,7 @@ def novel_arrays():
 
 
 def novel_latents(model, batch, size=64):
-    from inversa.images import to_tensor
+    from inversa.io.images import to_tensor
 
     arrays = novel_arrays()
     x = torch.cat([to_tensor(arrays[k], size, "center").reshape(-1, 3, size, size) for k in NOVEL[:batch]])
@@ -115,7 +115,7 @@ def novel_latents(model, batch, size=64):
 
 
 def generated_latents(model, n, batch, seed=0):
-    from inversa.api import denoise
+    from inversa.core.replay import denoise
 
     g = torch.Generator().manual_seed(seed)
     sched, cond = model.schedule(n), model.condition([""] * batch)
@@ -141,8 +141,8 @@ def pipeline_cases(families, steps, batch, sources):
 
 # --- one run -----------------------------------------------------------------------------------------------
 def run(model, z0, prompt, w, n, method, cfg):
-    from inversa import metrics
-    from inversa.api import denoise
+    from inversa.core import metrics
+    from inversa.core.replay import denoise
     from inversa.methods import get_method
 
     b = z0.shape[0]

@@ -23,8 +23,8 @@ import time
 import torch
 
 import inversa
-from inversa import metrics
 from inversa.bench.datasets import photos
+from inversa.core import metrics
 from inversa.tiny import default_model_path
 
 

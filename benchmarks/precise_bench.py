@@ -17,10 +17,10 @@ import time
 
 import torch
 
-from inversa import metrics
-from inversa.api import denoise
+from inversa.core import metrics
+from inversa.core.replay import denoise
 from inversa.methods import get_method
-from inversa.oracle import GaussianModel
+from inversa.models.oracle import GaussianModel
 
 
 def photo_latent(model):

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from inversa import Inversion, invert
-from inversa.cli import main
-from inversa.errors import InversaError
+from inversa.cli.main import main
+from inversa.core.errors import InversaError
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
@@ -207,7 +207,7 @@ def test_tampered_metadata_is_one_line(edit, message, saved, capsys):
 def test_invert_arguments_fail_before_loading_anything(args, message, tmp_path, capsys, monkeypatch):
     if "cuda" in args and torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    monkeypatch.setattr("inversa.cli.open_model", lambda args: pytest.fail("model loaded before the check"))
+    monkeypatch.setattr("inversa.cli.common.open_model", lambda args: pytest.fail("model loaded before the check"))
     (tmp_path / "file").write_text("x")
     args = [a.format(file=tmp_path / "file") for a in args]
     line = fails(capsys, "invert", "missing.png", "-o", tmp_path / "out", *args)
@@ -227,7 +227,7 @@ def test_invert_arguments_fail_before_loading_anything(args, message, tmp_path, 
     (["report", "{dir}/none.sqlite"], "does not exist"),
 ])
 def test_other_commands_check_arguments_first(argv, message, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("inversa.cli.open_model", lambda args: pytest.fail("model loaded before the check"))
+    monkeypatch.setattr("inversa.cli.common.open_model", lambda args: pytest.fail("model loaded before the check"))
     (tmp_path / "notdb.sqlite").write_text("not a database")
     argv = [a.format(dir=tmp_path, notdb=tmp_path / "notdb.sqlite") for a in argv]
     if argv[0] == "bench" and "-o" not in argv:
@@ -254,8 +254,8 @@ def test_one_step_from_zero_terminal_snr_to_alpha_one_is_explained():
     (Stock SD configs end on alphas_cumprod[0] instead, where the factor is sigma ~ 0.03: invertible.)"""
     import torch
 
-    from inversa.model import Schedule
-    from inversa.validate import invertible
+    from inversa.core.checks import invertible
+    from inversa.core.types import Schedule
 
     one = Schedule(torch.tensor([999.0]), torch.tensor([0.0, 1.0], dtype=torch.float64),
                    torch.tensor([1.0, 0.0], dtype=torch.float64), "trailing")
@@ -308,9 +308,9 @@ def test_python_invert_sizes_paths_like_the_cli(tiny_model, tmp_path):
 
 
 def test_ctrl_c_while_writing_leaves_no_partial_item(pipeline_dir, photo, tmp_path, capsys, monkeypatch):
-    import inversa.images
+    import inversa.io.images
 
-    real, calls = inversa.images.save_image, []
+    real, calls = inversa.io.images.save_image, []
 
     def interrupted(x, path):
         calls.append(path)
@@ -318,7 +318,7 @@ def test_ctrl_c_while_writing_leaves_no_partial_item(pipeline_dir, photo, tmp_pa
             raise KeyboardInterrupt
         return real(x, path)
 
-    monkeypatch.setattr(inversa.images, "save_image", interrupted)
+    monkeypatch.setattr(inversa.io.images, "save_image", interrupted)
     out = tmp_path / "out"
     code, _, _ = run_cli(capsys, "invert", photo, "--model", pipeline_dir("sd"), "--steps", "1", "-o", out)
     assert code == 130 and len(calls) == 2
@@ -409,7 +409,7 @@ def test_a_loaded_schedule_and_latent_are_checked_against_the_model(name, change
 
 def test_python_reconstruct_and_load_image_share_the_bounds(saved, tiny_model, tmp_path):
     from inversa import reconstruct
-    from inversa.images import load_image
+    from inversa.io.images import load_image
 
     with pytest.raises(InversaError, match=r"^steps must be at most 1000; got 100000$"):
         reconstruct(tiny_model("sd"), saved[0], steps=100000)
@@ -434,7 +434,7 @@ def test_python_reconstruct_and_load_image_share_the_bounds(saved, tiny_model, t
     (["train-tiny", "--steps", "1000000000"], "--steps must be at most 10000000; got 1000000000"),
 ])
 def test_work_is_bounded_by_one_shared_limit(argv, message, saved, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("inversa.cli.open_model", lambda args: pytest.fail("model loaded before the check"))
+    monkeypatch.setattr("inversa.cli.common.open_model", lambda args: pytest.fail("model loaded before the check"))
     argv = [a.format(inv=variant(saved, "bounds"), img=saved[1] / "photo.png") for a in argv]
     argv += ["-o", str(tmp_path / ("s.sqlite" if argv[0] == "bench" else "o.png" if argv[0] in ("edit", "reconstruct")
                                    else "out"))]
@@ -485,7 +485,7 @@ def test_a_fifo_in_a_dataset_folder_is_a_failed_item_not_a_hang(tmp_path):
 
 
 def test_a_dataset_file_that_links_out_of_its_folder_is_refused(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("inversa.cli.open_model", lambda args: pytest.fail("model loaded before the check"))
+    monkeypatch.setattr("inversa.cli.common.open_model", lambda args: pytest.fail("model loaded before the check"))
     (tmp_path / "data").mkdir()
     Image.new("RGB", (16, 16)).save(tmp_path / "secret.png")
     os.symlink(tmp_path / "secret.png", tmp_path / "data" / "x.png")
@@ -494,7 +494,7 @@ def test_a_dataset_file_that_links_out_of_its_folder_is_refused(tmp_path, capsys
 
 
 def test_outputs_that_are_inputs_are_refused_for_every_command(saved, pipeline_dir, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("inversa.cli.open_model", lambda args: pytest.fail("model loaded before the check"))
+    monkeypatch.setattr("inversa.cli.common.open_model", lambda args: pytest.fail("model loaded before the check"))
     monkeypatch.chdir(tmp_path)
     Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(tmp_path / "x.png")
     os.symlink(tmp_path / "x.png", tmp_path / "link.png")
@@ -543,7 +543,7 @@ def test_outputs_that_are_inputs_are_refused_for_every_command(saved, pipeline_d
 def test_coco_captions_are_parsed_within_bounds(name, data, message, tmp_path, capsys, monkeypatch):
     import json
 
-    monkeypatch.setattr("inversa.cli.open_model", lambda args: pytest.fail("model loaded before the check"))
+    monkeypatch.setattr("inversa.cli.common.open_model", lambda args: pytest.fail("model loaded before the check"))
     path = tmp_path / (f"{name}.txt" if name.endswith("_txt") else f"{name}.json")
     path.write_bytes(data if isinstance(data, bytes) else (data if isinstance(data, str) else json.dumps(data)).encode())
     line = refused(capsys, tmp_path, "bench", "--captions", path, "--limit", "1", "-o", tmp_path / "s.sqlite")
@@ -583,14 +583,14 @@ GOOD_PIE = {"image_path": "a.png", "original_prompt": "a [cat]", "editing_prompt
     ("deep", "{\"0\":" * 5000 + "1" + "}" * 5000, "nests 5000 levels deep"),
 ])
 def test_pie_mappings_are_parsed_within_bounds(name, mapping, message, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("inversa.cli.open_model", lambda args: pytest.fail("model loaded before the check"))
+    monkeypatch.setattr("inversa.cli.common.open_model", lambda args: pytest.fail("model loaded before the check"))
     data = _pie(tmp_path / "pie", mapping)
     line = refused(capsys, tmp_path, "bench", "--data", data, "-o", tmp_path / "s.sqlite")
     assert message in line
 
 
 def test_pie_image_linked_out_of_the_folder_is_refused(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("inversa.cli.open_model", lambda args: pytest.fail("model loaded before the check"))
+    monkeypatch.setattr("inversa.cli.common.open_model", lambda args: pytest.fail("model loaded before the check"))
     data = _pie(tmp_path / "pie", {"0": {**GOOD_PIE, "image_path": "link.png"}})
     Image.new("RGB", (16, 16)).save(tmp_path / "secret.png")
     os.symlink(tmp_path / "secret.png", tmp_path / "pie" / "annotation_images" / "link.png")
@@ -643,7 +643,7 @@ def test_damaged_store_cells_become_placeholders_with_a_note(tmp_path, capsys):
     (["report", "{dir}/s.sqlite", "--max-images", "0"], "--max-images must be at least 1; got 0"),
 ])
 def test_numeric_options_are_bounded(argv, message, saved, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("inversa.cli.open_model", lambda args: pytest.fail("model loaded before the check"))
+    monkeypatch.setattr("inversa.cli.common.open_model", lambda args: pytest.fail("model loaded before the check"))
     from inversa.bench.store import Store
 
     Store(str(tmp_path / "s.sqlite")).close()
@@ -667,7 +667,7 @@ def test_numeric_options_are_bounded(argv, message, saved, tmp_path, capsys, mon
 def test_devices_and_unwritable_outputs_are_one_line(argv, message, saved, tmp_path, capsys, monkeypatch):
     if not os.path.isdir("/sys") or not os.path.isdir("/proc"):
         pytest.skip("no /sys or /proc here")
-    monkeypatch.setattr("inversa.cli.open_model", lambda args: pytest.fail("model loaded before the check"))
+    monkeypatch.setattr("inversa.cli.common.open_model", lambda args: pytest.fail("model loaded before the check"))
     from inversa.bench.store import Store
 
     Store(str(tmp_path / "s.sqlite")).close()
@@ -684,7 +684,7 @@ def test_interpolating_images_of_two_sizes_at_size_0_is_one_line(pipeline_dir, t
 
 
 def test_silent_conversions_are_noted(tmp_path):
-    from inversa.images import load_image, read_image
+    from inversa.io.images import load_image, read_image
 
     la = Image.new("LA", (16, 16), (120, 255))
     la.save(tmp_path / "la.png")
@@ -742,10 +742,10 @@ def test_fuzzed_coco_pie_and_inversion_metadata_raise_only_inversa_errors(saved,
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from inversa.api import schedule_of
     from inversa.bench.datasets import read_captions
     from inversa.bench.pie import load_pie
-    from inversa.consistency import check_inversion
+    from inversa.inversion.api import schedule_of
+    from inversa.io.consistency import check_inversion
 
     rng = np.random.default_rng(29)
     coco = {"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"image_id": 1, "caption": "a cat"}]}

@@ -3,11 +3,12 @@ import pytest
 import torch
 
 from inversa import invert, reconstruct
-from inversa.api import denoise, schedule_of
-from inversa.errors import InversaError
-from inversa.metrics import relative_error
-from inversa.oracle import GaussianModel
-from inversa.result import Inversion
+from inversa.core.errors import InversaError
+from inversa.core.metrics import relative_error
+from inversa.core.replay import denoise
+from inversa.inversion.api import schedule_of
+from inversa.io.result import Inversion
+from inversa.models.oracle import GaussianModel
 
 PROMPT = "a red circle"
 

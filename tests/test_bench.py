@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from inversa import InversaError
-from inversa.metrics import LPIPS, load_lpips, ms_ssim, ms_ssim_scales, ssim
+from inversa.core.metrics import LPIPS, load_lpips, ms_ssim, ms_ssim_scales, ssim
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING = ("seconds", "total_seconds", "peak_mem_mb", "finished", "worker")
@@ -103,7 +103,7 @@ def _rows(path):
 
 @pytest.fixture(scope="module")
 def one_process_store(pipeline_dir, dataset_dir, tmp_path_factory):
-    from inversa.cli import main
+    from inversa.cli.main import main
 
     out = str(tmp_path_factory.mktemp("bench1") / "results.sqlite")
     assert main(_bench_args(pipeline_dir("sd"), dataset_dir, out)) == 0
@@ -204,7 +204,7 @@ def test_two_process_accelerate_equals_one_process(pipeline_dir, dataset_dir, on
 
 @pytest.mark.slow
 def test_report_renders_in_headless_chromium(one_process_store, tmp_path):
-    from inversa.cli import main
+    from inversa.cli.main import main
 
     out = str(tmp_path / "report")
     assert main(["report", one_process_store, "-o", out]) == 0

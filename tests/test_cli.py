@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from inversa import Inversion
-from inversa.cli import main
-from inversa.images import load_image
+from inversa.cli.main import main
+from inversa.io.images import load_image
 
 
 def test_invert_writes_inversion_reconstruction_and_metrics(pipeline_dir, photo, tmp_path, capsys):

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import inversa
-from inversa.decoder import invert_decoder, options
-from inversa.errors import InversaError
-from inversa.metrics import psnr
+from inversa.core.errors import InversaError
+from inversa.core.metrics import psnr
+from inversa.models.decoder import invert_decoder, options
 from inversa.tiny import default_model_path
 
 
@@ -73,7 +73,7 @@ def test_options_are_checked_by_name_and_type():
 
 
 def test_pixel_models_have_nothing_to_fit():
-    from inversa.oracle import GaussianModel
+    from inversa.models.oracle import GaussianModel
 
     oracle = GaussianModel(shape=(4, 8, 8))
     data = oracle.sample_data(2, seed=1)

@@ -3,13 +3,13 @@ import pytest
 import torch
 
 from inversa import invert, reconstruct
-from inversa.attention import Injector, InjectingProcessor, align_tokens, injecting, token_columns
-from inversa.cli import main
-from inversa.edit import default_negative, edit, sample_branches
-from inversa.errors import InversaError
-from inversa.interpolate import interpolate
-from inversa.metrics import relative_error
-from inversa.oracle import GaussianModel
+from inversa.cli.main import main
+from inversa.core.errors import InversaError
+from inversa.core.metrics import relative_error
+from inversa.editing.attention import Injector, InjectingProcessor, align_tokens, injecting, token_columns
+from inversa.editing.edit import default_negative, edit, sample_branches
+from inversa.editing.interpolate import interpolate
+from inversa.models.oracle import GaussianModel
 
 SRC, TGT = "a red circle", "a blue circle"
 

@@ -2,14 +2,14 @@
 import pytest
 import torch
 
-from inversa.attention import capturing
-from inversa.cli import main
-from inversa.ddcm import ddcm
-from inversa.edit import edit
-from inversa.errors import InversaError
-from inversa.guide_rescale import energy, guide_and_rescale
-from inversa.metrics import relative_error
-from inversa.oracle import GaussianModel
+from inversa.cli.main import main
+from inversa.core.errors import InversaError
+from inversa.core.metrics import relative_error
+from inversa.editing.attention import capturing
+from inversa.editing.edit import edit
+from inversa.editing.recipes.ddcm import ddcm
+from inversa.editing.recipes.guide_rescale import energy, guide_and_rescale
+from inversa.models.oracle import GaussianModel
 
 SRC, TGT = "a red circle", "a blue circle"
 

@@ -6,8 +6,10 @@ must regenerate inversa's reconstruction to 1e-5 relative in float64.
 import pytest
 import torch
 
-from inversa import InversaError, invert, reconstruct, stock_callback, stock_scheduler
-from inversa.metrics import relative_error
+from inversa.core.errors import InversaError
+from inversa.inversion.api import invert, reconstruct
+from inversa.inversion.stock import stock_callback, stock_scheduler
+from inversa.core.metrics import relative_error
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -120,7 +122,7 @@ def test_prompts_go_through_the_pipelines_encoders(model3):
 
 @pytest.mark.parametrize("family", PIPELINES)
 def test_edit_injects_cross_attention_or_refuses(family, model3):
-    from inversa.edit import edit
+    from inversa.editing.edit import edit
 
     model = model3(family, "float32")
     kw = dict(steps=2, guidance=1.0, size=SIZE)
@@ -140,7 +142,7 @@ def test_edit_injects_cross_attention_or_refuses(family, model3):
 def test_cli_inverts_and_reconstructs(family, pipeline_dir, photo, tmp_path):
     from PIL import Image
 
-    from inversa.cli import main
+    from inversa.cli.main import main
 
     out = tmp_path / "inv"
     assert main(["invert", photo, "--model", pipeline_dir(family), "--method", "fixed_point", "--steps", "2",

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from inversa import InversaError, invert, reconstruct, stock_callback, stock_scheduler
-from inversa.metrics import relative_error
+from inversa.core.metrics import relative_error
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny workloads: one thread beats two contended ones
 

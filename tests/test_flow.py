@@ -6,14 +6,15 @@ import pytest
 import torch
 from PIL import Image
 
-from inversa import InversaError, flow, invert, reconstruct
-from inversa.api import condition_of, sample, schedule_of
-from inversa.attention import Injector, SharingProcessor, injecting, injection_kind
-from inversa.cli import main
-from inversa.edit import edit, sample_branches
-from inversa.flowedit import flowedit
-from inversa.metrics import relative_error
-from inversa.oracle import GaussianModel, affine_preimage
+from inversa import InversaError, invert, reconstruct
+from inversa.cli.main import main
+from inversa.core import flow
+from inversa.core.metrics import relative_error
+from inversa.editing.attention import Injector, SharingProcessor, injecting, injection_kind
+from inversa.editing.edit import edit, sample_branches
+from inversa.editing.recipes.flowedit import flowedit
+from inversa.inversion.api import condition_of, sample, schedule_of
+from inversa.models.oracle import GaussianModel, affine_preimage
 
 FLOW_METHODS = ("rf_solver", "fireflow", "uni_inv", "rf_inversion")
 CAT = "a cat"

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from inversa import InversaError, invert, reconstruct, stock_callback, stock_scheduler
-from inversa.families import flux, flux2
-from inversa.metrics import relative_error
+from inversa.core.metrics import relative_error
+from inversa.models.diffusers import flux, flux2
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -150,7 +150,7 @@ def test_side_state_replay_is_refused_with_the_reason(family, flow_model):
 
 
 def test_qwenimage_pads_prompts_to_one_length_and_rescales_guidance(flow_model):
-    from inversa.families.qwenimage import pad_tokens, token_norms
+    from inversa.models.diffusers.qwenimage import pad_tokens, token_norms
 
     model = flow_model("qwenimage")
     short, long = model.encode_prompt(["a"]), model.encode_prompt(["a red circle on a blue background"])
@@ -168,7 +168,7 @@ def test_qwenimage_pads_prompts_to_one_length_and_rescales_guidance(flow_model):
 
 
 def test_chroma_masks_all_but_the_first_padding_token(flow_model):
-    from inversa.model import Embeds
+    from inversa.core.types import Embeds
 
     model = flow_model("chroma")
     e = model.encode_prompt(["a red circle", "a"])
@@ -197,7 +197,7 @@ def test_kontext_inverts_conditioned_on_its_reference(flow_model):
 
 @pytest.mark.parametrize("family", FAMILY_CALLS)
 def test_edit_shares_the_source_keys_and_values_or_refuses(family, flow_model):
-    from inversa.edit import edit
+    from inversa.editing.edit import edit
 
     model = flow_model(family)
     kw = dict(steps=2, guidance=1.0, size=SIZE)
@@ -215,7 +215,7 @@ def test_edit_shares_the_source_keys_and_values_or_refuses(family, flow_model):
 
 @pytest.mark.parametrize("family", ["chroma", "qwenimage"])
 def test_cli_inverts_and_reconstructs(family, pipeline_dir, photo, tmp_path):
-    from inversa.cli import main
+    from inversa.cli.main import main
 
     out = tmp_path / "inv"
     assert main(["invert", photo, "--model", pipeline_dir(family), "--method", "fixed_point", "--steps", "2",

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from inversa import invert, load_model, reconstruct, stock_callback
-from inversa.cli import main
-from inversa.errors import InversaError
-from inversa.families.flux import image_ids, pack, unpack
-from inversa.metrics import relative_error
+from inversa.cli.main import main
+from inversa.core.errors import InversaError
+from inversa.core.metrics import relative_error
+from inversa.models.diffusers.flux import image_ids, pack, unpack
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from inversa.errors import InversaError
+from inversa.core.errors import InversaError
 
 pytestmark = pytest.mark.slow  # full-size architectures (the reduced run too)
 

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from inversa.api import invert, reconstruct
-from inversa.errors import InversaError
+from inversa.core.errors import InversaError
+from inversa.core.metrics import latent_mse
+from inversa.inversion.api import invert, reconstruct
 from inversa.methods.preciseinv import targets
-from inversa.metrics import latent_mse
 from inversa.tiny.random_pipelines import FAMILIES
 
 pytestmark = pytest.mark.usefixtures("one_thread")

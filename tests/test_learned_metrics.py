@@ -4,7 +4,7 @@ import torch
 
 from inversa.bench.learned_metrics import (clip_score, dino_self_similarity, load_learned, squeezenet_lpips,
                                            structure_distance)
-from inversa.errors import InversaError
+from inversa.core.errors import InversaError
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_bench_edit_task_scores_learned_metrics_from_local_weights(weights, pipe
     import sqlite3
 
     from inversa.bench.pie import write_shapes_pie
-    from inversa.cli import main
+    from inversa.cli.main import main
 
     write_shapes_pie(str(tmp_path / "pie"), n=1, size=64, kinds=("colour",))
     store = str(tmp_path / "r.sqlite")

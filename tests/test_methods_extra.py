@@ -3,14 +3,15 @@ import pytest
 import torch
 
 from inversa import invert, reconstruct
-from inversa.api import denoise, schedule_of
-from inversa.cli import main
-from inversa.edit import edit, sample_branches
-from inversa.errors import InversaError
-from inversa.metrics import relative_error
+from inversa.cli.main import main
+from inversa.core.errors import InversaError
+from inversa.core.metrics import relative_error
+from inversa.core.replay import denoise
+from inversa.editing.edit import edit, sample_branches
+from inversa.inversion.api import schedule_of
+from inversa.io.result import Inversion
 from inversa.methods import cfgpp
-from inversa.oracle import GaussianModel, affine_preimage
-from inversa.result import Inversion
+from inversa.models.oracle import GaussianModel, affine_preimage
 
 SRC, TGT = "a red circle", "a blue circle"
 
@@ -169,7 +170,7 @@ def test_cli_lists_and_edits_with_the_new_methods(pipeline_dir, photo, tmp_path,
                                            ("spdinv", 1.0, {"iters": 2})])
 def test_stock_pipeline_replays_the_new_methods(family, method, w, opts, tiny_model):
     from inversa import stock_callback
-    from inversa.stock import stock_scheduler
+    from inversa.inversion.stock import stock_scheduler
 
     model = tiny_model(family, "float64")
     inv = invert(model, _image(), SRC, method=method, steps=3, guidance=w, **opts)

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from inversa.metrics import MS_SSIM_WEIGHTS, ms_ssim, ms_ssim_scales, psnr, ssim, ssim_map
+from inversa.core.metrics import MS_SSIM_WEIGHTS, ms_ssim, ms_ssim_scales, psnr, ssim, ssim_map
 
 
 def _gaussian(size, sigma):

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from inversa import DiffusersModel, Inversion, InversaError, invert, load_model, reconstruct
-from inversa.metrics import relative_error
+from inversa.core.metrics import relative_error
 from inversa.tiny.random_pipelines import FAMILIES, build_pipeline
 
 EXPECTED = {"sd": ("sd", "epsilon"), "sd2v": ("sd", "v_prediction"), "sdxl": ("sdxl", "epsilon"),

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from inversa import denoise, invert, reconstruct
-from inversa.metrics import relative_error
-from inversa.oracle import GaussianModel
+from inversa.core.metrics import relative_error
+from inversa.models.oracle import GaussianModel
 
 
 @pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "flow"])

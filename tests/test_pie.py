@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 
 from inversa.bench.pie import background_metrics, decode_rle, encode_rle, load_pie, write_shapes_pie
-from inversa.cli import main
-from inversa.edit import edit
-from inversa.errors import InversaError
+from inversa.cli.main import main
+from inversa.core.errors import InversaError
+from inversa.editing.edit import edit
 
 
 def test_rle_decoding_marks_runs_row_major_and_forces_the_borders():
@@ -140,7 +140,7 @@ def test_natural_prompts_map_onto_the_embedded_template():
 def test_readme_edit_example_changes_only_the_circle(tmp_path, capsys):
     """The README's command on the embedded model: the circle turns green, the blue background stays."""
     from inversa.bench.pie import background_metrics
-    from inversa.images import load_image
+    from inversa.io.images import load_image
     from inversa.tiny import shapes as S
 
     rgb, circle = S.render(S.nominal("circle", "red", "large", "center"))

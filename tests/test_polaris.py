@@ -2,12 +2,13 @@
 import pytest
 import torch
 
-from inversa.api import denoise, invert, reconstruct, schedule_of, condition_of
-from inversa.errors import InversaError
+from inversa.core.errors import InversaError
+from inversa.core.metrics import latent_mse, relative_error
+from inversa.core.replay import denoise
+from inversa.inversion.api import invert, reconstruct, schedule_of, condition_of
+from inversa.io.result import Inversion
 from inversa.methods.polaris import polaris_scale
-from inversa.metrics import latent_mse, relative_error
-from inversa.oracle import GaussianModel
-from inversa.result import Inversion
+from inversa.models.oracle import GaussianModel
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -2,14 +2,15 @@
 import pytest
 import torch
 
-from inversa import samplers
-from inversa.api import denoise, invert, reconstruct
-from inversa.errors import InversaError
+from inversa.core import samplers
+from inversa.core.errors import InversaError
+from inversa.core.metrics import latent_mse, relative_error
+from inversa.core.replay import denoise
+from inversa.core.solvers import StepProblem, _two_loop, gmres, solve_paper
+from inversa.inversion.api import invert, reconstruct
 from inversa.methods import get_method
 from inversa.methods.preciseinv import paper_lr, solve, targets
-from inversa.metrics import latent_mse, relative_error
-from inversa.oracle import GaussianModel
-from inversa.solvers import StepProblem, _two_loop, gmres, solve_paper
+from inversa.models.oracle import GaussianModel
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -133,7 +134,7 @@ def test_ddpm_noise_maps_reconstruct_exactly(tmp_path):
     assert inv.state["noise_maps"][-1].abs().max() == 0  # the last step is noiseless: solved, not mapped
     assert relative_error(reconstruct(model, inv, decode=False), z0).max() < 1e-8
     path = inv.save(str(tmp_path / "ddpm.safetensors"))
-    from inversa.result import Inversion
+    from inversa.io.result import Inversion
 
     again = Inversion.load(path)
     assert relative_error(reconstruct(model, again, decode=False), z0).max() < 1e-8

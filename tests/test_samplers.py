@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from inversa import samplers
-from inversa.errors import InversaError
+from inversa.core import samplers
+from inversa.core.errors import InversaError
 
 
 def _levels(prediction):

@@ -8,9 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from inversa import Inversion, serve
-from inversa.cli import main
-from inversa.errors import InversaError
+from inversa import Inversion
+from inversa.cli import serve
+from inversa.cli.main import main
+from inversa.core.errors import InversaError
 
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 CHROMIUM = "/usr/bin/chromium"

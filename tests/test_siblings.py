@@ -28,7 +28,7 @@ def tiny_base(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe, family, stage", [("lcm", "lcm", "lcm"), ("flow", "sd3", "flow")])
 def test_sibling_recipe_trains_resumes_and_loads(tmp_path, tiny_base, recipe, family, stage):
-    from inversa.cli import main
+    from inversa.cli.main import main
 
     out = str(tmp_path / recipe)
     common = ["train-tiny", "--recipe", recipe, "--base", tiny_base, "-o", out, "--config", "test", "--dataset-size", "4",
@@ -82,7 +82,7 @@ def test_shipped_siblings_load_by_short_name_and_folder_within_the_size_budget()
 
 @pytest.mark.parametrize("model", ["embedded-lcm", "embedded-flow"])
 def test_cli_inverts_a_photo_with_a_shipped_sibling(tmp_path, model):
-    from inversa.cli import main
+    from inversa.cli.main import main
 
     out = str(tmp_path / "out")
     photo = os.path.join(ROOT, "examples", "astronaut.png")

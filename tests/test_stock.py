@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from inversa import InversaError, invert, reconstruct, stock_callback, stock_scheduler
-from inversa.metrics import relative_error
+from inversa.core.metrics import relative_error
 
 STEPS = 3
 GUIDED = {"sd": 3.0, "sd2v": 3.0, "sdxl": 3.0, "sd3": 3.0, "lcm": 1.0}  # LCM embeds its scale: no CFG

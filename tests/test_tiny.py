@@ -59,7 +59,7 @@ def test_caption_words_are_whole_tokens(tmp_path):
 
 @pytest.mark.slow
 def test_train_tiny_saves_a_loadable_pipeline_and_resumes(tmp_path):
-    from inversa.cli import main
+    from inversa.cli.main import main
     from inversa.tiny import checkpoint
 
     out = str(tmp_path / "run")
@@ -81,7 +81,7 @@ def test_train_tiny_saves_a_loadable_pipeline_and_resumes(tmp_path):
 
 
 def test_embedded_model_is_the_default_and_inverts_a_photo(tmp_path):
-    from inversa.cli import main
+    from inversa.cli.main import main
     from inversa.tiny import default_model_path
 
     folder = default_model_path()
@@ -98,9 +98,9 @@ def test_embedded_model_is_the_default_and_inverts_a_photo(tmp_path):
 
 
 def test_every_method_inverts_the_zero_terminal_snr_embedded_model():
-    from inversa.api import invert, reconstruct
+    from inversa.core.metrics import relative_error
+    from inversa.inversion.api import invert, reconstruct
     from inversa.methods import available, get_method
-    from inversa.metrics import relative_error
     from inversa.tiny import default_model_path
 
     model = load_model(default_model_path())

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from inversa import InversaError, invert, reconstruct, stock_scheduler
-from inversa.families.cogvideox import from_pipeline, to_pipeline
-from inversa.metrics import relative_error
+from inversa.core.metrics import relative_error
+from inversa.models.diffusers.cogvideox import from_pipeline, to_pipeline
 
 FRAMES = {"wan": 5, "cogvideox": 9}  # Wan's VAE takes 4k+1 frames, CogVideoX's 8k+1
 STEPS = 4  # divides 1000: CogVideoX's DDIM steps t -> t - 1000 // N

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from inversa.cli import main
-from inversa.video import read_frames
-from inversa.video_metrics import clip_summary, temporal_error
+from inversa.cli.main import main
+from inversa.core.video_metrics import clip_summary, temporal_error
+from inversa.io.video import read_frames
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: a second contended thread only waits
 
@@ -122,9 +122,9 @@ def test_bad_clips_are_one_error_line(tmp_path, capsys, pipeline_dir):
 
 
 def test_too_many_frames_and_clips_for_image_models(tmp_path, capsys, monkeypatch, pipeline_dir):
-    import inversa.video
+    import inversa.io.video
 
-    monkeypatch.setattr(inversa.video, "MAX_FRAMES", 4)
+    monkeypatch.setattr(inversa.io.video, "MAX_FRAMES", 4)
     src = write_folder(tmp_path / "clip", frames(5))
     assert "more than 4 frames; keep the first N with --frames N" in fails(
         capsys, "invert", src, "--model", pipeline_dir("wan"))

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 from torch import Tensor
 
-from ..errors import InversaError
+from inversa.core.errors import InversaError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm")
 
@@ -31,7 +31,7 @@ class Item:
 
     def load(self, size: int, crop: str = "center") -> Tensor:
         """The image at ``size`` x ``size`` under the ``crop`` policy, in [-1, 1]."""
-        from ..images import read_image, to_tensor
+        from inversa.io.images import read_image, to_tensor
 
         if self.array is None:
             return to_tensor(read_image(self.source), size, crop)
@@ -61,7 +61,7 @@ def read_captions(path: str) -> dict[str, str]:
     or the COCO captions format (``images`` with ``id``/``file_name`` and ``annotations``
     with ``image_id``/``caption``; the first caption of each image is used).
     """
-    from ..validate import MAX_JSON_MB, read_json, read_text, regular_file
+    from inversa.core.checks import MAX_JSON_MB, read_json, read_text, regular_file
 
     st = regular_file(path, "captions file")
     if path.lower().endswith(".json"):
@@ -153,7 +153,7 @@ def folder(path: str, captions: str | None = None) -> Dataset:
     ``captions.json`` / ``captions.txt`` in the folder when present."""
     if not os.path.isdir(path):
         raise InversaError(f"dataset folder {path} does not exist")
-    from ..validate import inside
+    from inversa.core.checks import inside
 
     files = sorted(os.path.relpath(os.path.join(root, f), path)
                    for root, _, names in os.walk(path) for f in names
@@ -239,7 +239,7 @@ BUILTIN = {"photos": photos, "shapes": shapes}
 
 def pie_images(path: str) -> Dataset:
     """The distinct images of a PIE-Bench folder, captioned with their original prompts."""
-    from .pie import load_pie
+    from inversa.bench.pie import load_pie
 
     seen: dict[str, Item] = {}
     for e in load_pie(path):  # load_pie keeps every image_path inside the folder

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..errors import InversaError
-from ..recipes import RECIPES
-from ..validate import method_options
-from .learned_metrics import SOURCES, Learned
-from .pie import EDIT_TYPES, PieItem, background_metrics, load_pie
-from .runner import VAE_ROW  # the same ceiling row as the reconstruction task
-from .store import Store, config_hash
+from inversa.bench.learned_metrics import SOURCES, Learned
+from inversa.bench.pie import EDIT_TYPES, PieItem, background_metrics, load_pie
+from inversa.bench.runner import VAE_ROW  # the same ceiling row as the reconstruction task
+from inversa.bench.store import Store, config_hash
+from inversa.core.errors import InversaError
+from inversa.editing.options import method_options
+from inversa.editing.recipes import RECIPES
 
 BLEND = ("words", "mask", "none")
 LEARNED_HEADS = {"lpips": ("bg LPIPS x1e3", 1e3), "structure": ("structure x1e3", 1e3),
@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS edit_results (
 
 def editing_methods(model) -> list[str]:
     """Every method ``inversa edit`` accepts on ``model``: registered ones (flow-only ones on flow models), recipes."""
-    from ..methods import REGISTRY, _load_all
+    from inversa.methods import REGISTRY, _load_all
 
     _load_all()
     flow = model.prediction == "flow"
@@ -83,7 +83,7 @@ class EditConfig:
 
 def success(item: PieItem, edited: torch.Tensor, size: int) -> float | None:
     """Did the edit happen? Only for items that carry their truth (``x_kind``, the shapes set)."""
-    from ..tiny import shapes as S
+    from inversa.tiny import shapes as S
 
     kind = item.extra.get("x_kind")
     if kind is None:
@@ -107,7 +107,7 @@ def success(item: PieItem, edited: torch.Tensor, size: int) -> float | None:
 
 
 def _one(model, item: PieItem, image, method: str, cfg: EditConfig, learned: Learned) -> dict:
-    from ..edit import edit
+    from inversa.editing.edit import edit
 
     mask = item.mask(cfg.size).to(image.device)
     model.nfe, start = 0, time.perf_counter()

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import InversaError
-from ..metrics import LPIPS, load_lpips
+from inversa.core.errors import InversaError
+from inversa.core.metrics import LPIPS, load_lpips
 
 # flag -> (environment variable, what is missing without it)
 SOURCES = {"lpips": ("INVERSA_LPIPS_SQUEEZE_WEIGHTS", "--lpips-squeeze-weights (SqueezeNet 1.1 + LPIPS squeeze.pth)"),

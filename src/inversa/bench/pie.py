@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import InversaError
+from inversa.core.errors import InversaError
 
 SIDE = 512  # PIE's masks are over 512 x 512
 EDIT_TYPES = {"0": "random", "1": "change object", "2": "add object", "3": "delete object",
@@ -91,7 +91,7 @@ class PieItem:
         return (torch.nn.functional.interpolate(full, size=(size, size), mode="area") >= 0.5).float()
 
     def load(self, size: int) -> Tensor:
-        from ..images import read_image, to_tensor
+        from inversa.io.images import read_image, to_tensor
 
         return to_tensor(read_image(self.image_path), size, "resize")
 
@@ -106,7 +106,7 @@ def load_pie(folder: str, limit: int | None = None, types: set[str] | None = Non
     The mapping is read within bounds and every field checked (one line naming the first
     bad entry); an ``image_path`` must stay inside ``annotation_images/`` (resolved).
     """
-    from ..validate import inside, read_json
+    from inversa.core.checks import inside, read_json
 
     path = os.path.join(folder, "mapping_file.json")
     if not os.path.isdir(folder) or not os.path.lexists(path):
@@ -152,7 +152,7 @@ def load_pie(folder: str, limit: int | None = None, types: set[str] | None = Non
 
 def background_metrics(source: Tensor, edited: Tensor, mask: Tensor) -> dict[str, float]:
     """PIE's background PSNR (dB), MSE and SSIM: images (1, 3, H, W) in [-1, 1], ``mask`` 1 = edited."""
-    from ..metrics import ssim
+    from inversa.core.metrics import ssim
 
     keep = 1 - mask.to(source)
     a, b = (source + 1) / 2 * keep, (edited + 1) / 2 * keep
@@ -172,7 +172,7 @@ def shapes_edits(spec, rng: np.random.Generator):
     """(kind, target spec, blended words) of the four edit kinds of one shapes spec."""
     from dataclasses import replace
 
-    from ..tiny import shapes as S
+    from inversa.tiny import shapes as S
 
     used = {spec.colour, *spec.bg_colours}
     colour = str(rng.choice([c for c in S.COLOURS if c not in used]))
@@ -197,7 +197,7 @@ def write_shapes_pie(folder: str, n: int = 4, seed: int = 1, size: int = SIDE,
     """
     from PIL import Image
 
-    from ..tiny import shapes as S
+    from inversa.tiny import shapes as S
 
     rng = np.random.default_rng(seed + 1)
     os.makedirs(os.path.join(folder, "annotation_images"), exist_ok=True)

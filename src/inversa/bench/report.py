@@ -8,8 +8,8 @@ import os
 import shutil
 from statistics import mean, pstdev
 
-from .runner import CEILINGS, assets_dir, safe_name
-from .store import METRICS, Store
+from inversa.bench.runner import CEILINGS, assets_dir, safe_name
+from inversa.bench.store import METRICS, Store
 
 COLUMNS = (("psnr", "PSNR dB", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"), ("ms_ssim", "MS-SSIM", "{:.4f}"),
            ("latent_mse", "latent MSE", "{:.3e}"), ("lpips", "LPIPS", "{:.4f}"), ("seconds", "time s", "{:.3f}"),
@@ -45,7 +45,7 @@ def read_store(path: str) -> tuple[list[dict], dict, list[str]]:
 
     import sqlite3
 
-    from ..errors import InversaError
+    from inversa.core.errors import InversaError
 
     with Store(path) as store:
         try:
@@ -275,8 +275,8 @@ def _gallery_row(store_path: str, image: str, entries: list[dict], by_key: dict,
 
 def write_report(store_path: str, out: str, max_images: int = 12) -> dict:
     """Write ``report.md``, ``index.html``, plots and gallery PNGs into ``out``; returns paths and the table."""
-    from ..errors import InversaError
-    from ..outputs import staged
+    from inversa.core.errors import InversaError
+    from inversa.io.outputs import staged
 
     if not os.path.isfile(store_path):
         raise InversaError(f"results store {store_path} does not exist")

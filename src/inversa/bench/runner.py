@@ -17,14 +17,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .. import metrics
-from ..api import condition_of, denoise_step, invert, reconstruct, schedule_of
-from ..errors import InversaError
-from ..images import save_image
-from ..methods import get_method
-from ..validate import method_options
-from .datasets import Dataset
-from .store import Store, config_hash
+from inversa.bench.datasets import Dataset
+from inversa.bench.store import Store, config_hash
+from inversa.core import metrics
+from inversa.core.errors import InversaError
+from inversa.core.replay import denoise_step
+from inversa.editing.options import method_options
+from inversa.inversion.api import condition_of, invert, reconstruct, schedule_of
+from inversa.io.images import save_image
+from inversa.methods import get_method
 
 VAE_ROW = "vae_roundtrip"
 DECODER_ROW = "vae_decoder_inverted"
@@ -81,7 +82,7 @@ def check_methods(cfg: BenchConfig) -> None:
     """Fail before any work on unknown methods or options."""
     if cfg.decoder not in DECODER_MODES:
         raise InversaError(f"decoder inversion mode {cfg.decoder!r}: expected one of {', '.join(DECODER_MODES)}")
-    from ..decoder import options
+    from inversa.models.decoder import options
 
     options(cfg.decoder_options)
     for m in cfg.methods:
@@ -170,6 +171,37 @@ def _image_metrics(original, recon, lpips_net) -> dict:
     return out
 
 
+def _load_item(model, item, cfg: BenchConfig, todo, base: dict, store, summary: RunSummary, log):
+    """The item's image on the model's device, or None once a failed row is written for each method left."""
+    try:
+        image = item.load(cfg.size, cfg.crop).to(model.device)
+        model.check_size(*image.shape[-2:])
+        return image
+    except InversaError as exc:
+        log(f"bench: {item.id} failed to load: {exc}")
+        for m, h in todo:
+            summary.failed += store.write({**base, "method": m, "config_hash": h, "status": "failed",
+                                           "error": str(exc)})
+        return None
+
+
+def _method_row(model, image, prompt: str, method: str, chash: str, config: dict, cfg: BenchConfig, lpips_net,
+                folder: str, store_path: str, row: dict, summary: RunSummary, log) -> dict:
+    """``row`` with one method's figures and reconstruction (or its failure: one bad item must not stop the run)."""
+    try:
+        row.update(_one(model, image, prompt, method, cfg, lpips_net, config.get("decoder_inversion")))
+        recon = row.pop("_recon")
+        path = save_image(recon, os.path.join(folder, f"{safe_name(method)}-{chash[:8]}.png"))
+        row.update(status="ok", recon=os.path.relpath(path, os.path.dirname(os.path.abspath(store_path))))
+    except (KeyboardInterrupt, InversaError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - one bad item must not stop the run
+        row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        log(f"bench: {row['image']} / {method} failed: {row['error']}\n{traceback.format_exc(limit=3)}")
+        summary.failed += 1
+    return row
+
+
 def run(model, dataset: Dataset, store_path: str, cfg: BenchConfig, *, rank: int = 0, world: int = 1,
         lpips_net=None, log=None) -> RunSummary:
     """Benchmark this process's share of ``dataset``; rows already in the store are skipped."""
@@ -188,41 +220,24 @@ def run(model, dataset: Dataset, store_path: str, cfg: BenchConfig, *, rank: int
             store.add_config(chash, method, config, proto if method not in CEILINGS else
                              {k: proto[k] for k in ("model", "family", "dtype", "device", *SHARED)})
         done = store.done()
-        items = dataset.items[rank::world]
-        for item in tqdm(items, desc=f"bench[{rank}/{world}]", disable=None, unit="img"):
+        configs = {h: c for _, h, c in keys}
+        for item in tqdm(dataset.items[rank::world], desc=f"bench[{rank}/{world}]", disable=None, unit="img"):
             todo = [(m, h) for m, h, _ in keys if (item.id, m, h) not in done]
             summary.skipped += len(keys) - len(todo)
             if not todo:
                 continue
             folder = os.path.join(assets, safe_name(item.id))
             base = {"image": item.id, "caption": item.caption, "worker": rank}
-            try:
-                image = item.load(cfg.size, cfg.crop).to(model.device)
-                model.check_size(*image.shape[-2:])
-            except InversaError as exc:
-                log(f"bench: {item.id} failed to load: {exc}")
-                for m, h in todo:
-                    summary.failed += store.write({**base, "method": m, "config_hash": h, "status": "failed",
-                                                   "error": str(exc)})
+            image = _load_item(model, item, cfg, todo, base, store, summary, log)
+            if image is None:
                 continue
             original = os.path.relpath(save_image(image, os.path.join(folder, "original.png")),
                                        os.path.dirname(os.path.abspath(store_path)))
             prompt = item.caption if cfg.prompts == "captions" else ""
-            configs = {h: c for _, h, c in keys}
             for m, h in todo:
                 row = {**base, "method": m, "config_hash": h, "original": original}
-                try:
-                    row.update(_one(model, image, prompt, m, cfg, lpips_net, configs[h].get("decoder_inversion")))
-                    recon = row.pop("_recon")
-                    path = save_image(recon, os.path.join(folder, f"{safe_name(m)}-{h[:8]}.png"))
-                    row.update(status="ok", recon=os.path.relpath(path, os.path.dirname(os.path.abspath(store_path))))
-                except (KeyboardInterrupt, InversaError):
-                    raise
-                except Exception as exc:  # noqa: BLE001 - one bad item must not stop the run
-                    row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-                    log(f"bench: {item.id} / {m} failed: {row['error']}\n{traceback.format_exc(limit=3)}")
-                    summary.failed += 1
-                new = store.write(row)  # False: another worker wrote it meanwhile
+                new = store.write(_method_row(model, image, prompt, m, h, configs[h], cfg, lpips_net, folder,
+                                              store_path, row, summary, log))  # False: another worker wrote it
                 summary.written += new
                 summary.skipped += not new
     return summary
@@ -234,7 +249,7 @@ def _one(model, image, prompt: str, method: str, cfg: BenchConfig, lpips_net, de
     _peak_reset(model.device)
     start = time.perf_counter()
     if method in CEILINGS:
-        from ..decoder import invert_decoder
+        from inversa.models.decoder import invert_decoder
 
         with torch.no_grad():
             z0 = model.encode(image)

@@ -14,7 +14,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
-from ..errors import InversaError
+from inversa.core.errors import InversaError
 
 METRICS = ("psnr", "ssim", "ms_ssim", "latent_mse", "lpips", "seconds", "total_seconds", "nfe", "iters",
            "peak_mem_mb")

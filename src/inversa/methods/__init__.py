@@ -15,8 +15,8 @@ import pkgutil
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
-from ..errors import InversaError
-from ..trace import Recorder, Trace, backwards, step_info  # noqa: F401 - the methods' loop helpers
+from inversa.core.errors import InversaError
+from inversa.core.trace import Recorder, Trace, backwards, step_info  # noqa: F401 - the methods' loop helpers
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import torch
 
-from .. import samplers
-from ..errors import InversaError
-from . import Recorder, register
-from .ddim import naive_step
-from .edict import COUPLED
+from inversa.core import samplers
+from inversa.core.errors import InversaError
+from inversa.methods import Recorder, register
+from inversa.methods.ddim import naive_step
+from inversa.methods.edict import COUPLED
 
 
 def _moves(model, x, k, schedule, condition):

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import torch
 
-from .. import samplers
-from ..errors import InversaError
-from ..model import Condition
-from . import Recorder, StockHook, register
+from inversa.core import samplers
+from inversa.core.errors import InversaError
+from inversa.core.types import Condition
+from inversa.methods import Recorder, StockHook, register
 
 LAM = 0.6  # default lambda; the paper sweeps it over [0, 1]
 

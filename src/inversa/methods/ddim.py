@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from .. import samplers
-from . import Recorder, Trace, register
+from inversa.core import samplers
+from inversa.methods import Recorder, Trace, register
 
 
 def naive_step(model, x_next, t, condition, levels, guidance=None):

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from .. import samplers
-from . import SHARED, Recorder, StateKey, register
+from inversa.core import samplers
+from inversa.methods import SHARED, Recorder, StateKey, register
 
 # DDPM noise maps (N, B, ...) and their noise scale: what api.denoise_step replays
 NOISE_MAPS = {"noise_maps": StateKey(per_step="noise maps",

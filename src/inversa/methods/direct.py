@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from .. import samplers
-from . import Recorder, StateKey, register
-from .ddim import naive_inversion
+from inversa.core import samplers
+from inversa.methods import Recorder, StateKey, register
+from inversa.methods.ddim import naive_inversion
 
 
 @register("direct", cost="1 NFE (inversion) + 1 guided call (2 NFE) per step", guided=True,

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from .. import samplers
-from ..errors import InversaError
-from . import Recorder, StateKey, register
+from inversa.core import samplers
+from inversa.core.errors import InversaError
+from inversa.methods import Recorder, StateKey, register
 
 
 # the second latent, batched like x_T and slerped like it

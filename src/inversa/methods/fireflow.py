@@ -12,8 +12,8 @@ velocity is the loop's carry; inversion and sampling run the same step.
 """
 from __future__ import annotations
 
-from .. import flow
-from . import register
+from inversa.core import flow
+from inversa.methods import register
 
 
 def _steps(model, condition):

@@ -14,9 +14,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .. import samplers
-from ..solvers import anderson_mix
-from . import Trace, backwards, register
+from inversa.core import samplers
+from inversa.core.solvers import anderson_mix, select_rows
+from inversa.methods import Trace, backwards, register
 
 VARIANTS = ("plain", "average", "anderson")
 
@@ -42,7 +42,7 @@ def solve_step(model, x_next: Tensor, t: float, condition, levels, *, iters: int
         idx = active.nonzero().squeeze(1)
         xa, target = x[idx], x_next[idx]
         w = guidance[idx] if torch.is_tensor(guidance) and guidance.ndim else guidance
-        cond = condition if len(idx) == n else _select(condition, idx)
+        cond = condition if len(idx) == n else select_rows(condition, idx)
         out = model.predict(xa, t, cond, w)
         used[idx] += 1
         res = (A * xa + B * out - target).flatten(1).pow(2).mean(1).double().cpu()
@@ -66,17 +66,6 @@ def solve_step(model, x_next: Tensor, t: float, condition, levels, *, iters: int
         if not active.any():
             break
     return x, {"residual": residual, "iters": used}
-
-
-def _select(condition, idx):
-    from dataclasses import replace
-
-    n_cond = len(condition.cond)
-    cond = condition.cond if n_cond == 1 else condition.cond.select(idx)
-    uncond = condition.uncond
-    if uncond is not None and len(uncond) != 1:
-        uncond = uncond.select(idx)
-    return replace(condition, cond=cond, uncond=uncond)
 
 
 @register("fixed_point", cost="K NFE per step (K = iters, early stop on tol)")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from ..model import Condition
-from . import StockHook, Trace, register
-from .ddim import naive_inversion
+from inversa.core.types import Condition
+from inversa.methods import StockHook, Trace, register
+from inversa.methods.ddim import naive_inversion
 
 
 @register("negative_prompt", sample=lambda *a: sample(*a), cost="1 NFE per step (no optimisation)",
@@ -25,7 +25,7 @@ def invert(model, z0, condition, schedule, *, keep_trajectory: bool = True):
 @torch.no_grad()
 def sample(model, inv, schedule, condition):
     """Guided sampling with the inversion's (source) prompts as the unconditional prompt."""
-    from ..api import denoise
+    from inversa.core.replay import denoise
 
     uncond = model.encode_prompt(list(inv.prompts))
     return denoise(model, inv.x_T, schedule, Condition(condition.cond, uncond, condition.guidance), inv.state)

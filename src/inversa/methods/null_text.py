@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import torch
 
-from .. import samplers
-from ..errors import InversaError
-from ..model import Embeds
-from . import Recorder, StateKey, register
-from .ddim import naive_inversion
+from inversa.core import samplers
+from inversa.core.errors import InversaError
+from inversa.core.types import Embeds
+from inversa.methods import Recorder, StateKey, register
+from inversa.methods.ddim import naive_inversion
 
 
 def tune_embedding(model, x, t: float, start: Embeds, guided, target, A, B, *, iters: int, lr: float, tol: float):

@@ -13,10 +13,10 @@ from typing import Literal
 
 import torch
 
-from .. import samplers
-from ..errors import InversaError
-from . import SHARED, Recorder, StateKey, register
-from .fixed_point import VARIANTS, solve_step
+from inversa.core import samplers
+from inversa.core.errors import InversaError
+from inversa.methods import SHARED, Recorder, StateKey, register
+from inversa.methods.fixed_point import VARIANTS, solve_step
 
 BASES = ("ddim", "fixed_point")
 

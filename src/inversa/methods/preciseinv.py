@@ -29,12 +29,12 @@ from typing import Literal
 
 import torch
 
-from .. import samplers
-from ..errors import InversaError
-from ..solvers import (JVPS, SOLVERS, StepProblem, msr, solve_anderson, solve_gauss_newton, solve_hybrid,
-                       solve_lbfgs, solve_newton, solve_paper)
-from . import Trace, backwards, register
-from .ddpm_edit_friendly import NOISE_MAPS
+from inversa.core import samplers
+from inversa.core.errors import InversaError
+from inversa.core.solvers import (JVPS, SOLVERS, StepProblem, msr, solve_anderson, solve_gauss_newton, solve_hybrid,
+    solve_lbfgs, solve_newton, solve_paper)
+from inversa.methods import Trace, backwards, register
+from inversa.methods.ddpm_edit_friendly import NOISE_MAPS
 
 SAMPLERS = ("ddim", "ddpm")
 PAPER_ETA = {"fast": 1e-2, "precise": 1e-5}

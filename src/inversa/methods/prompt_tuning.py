@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import torch
 
-from .. import samplers
-from ..errors import InversaError
-from ..model import Condition, Embeds
-from . import Recorder, StateKey, register
-from .ddim import naive_inversion
-from .null_text import tune_embedding
+from inversa.core import samplers
+from inversa.core.errors import InversaError
+from inversa.core.types import Condition, Embeds
+from inversa.methods import Recorder, StateKey, register
+from inversa.methods.ddim import naive_inversion
+from inversa.methods.null_text import tune_embedding
 
 BETA = 0.7
 

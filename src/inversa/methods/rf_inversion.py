@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import torch
 
-from .. import flow
-from ..errors import InversaError
-from . import Trace, register
+from inversa.core import flow
+from inversa.core.errors import InversaError
+from inversa.methods import Trace, register
 
 DEFAULTS = {"gamma": 0.5, "eta": 0.0, "start": 0.0, "stop": 0.25}  # the sampler reads what the inversion was given
 

@@ -12,8 +12,8 @@ the two directions share their O(h^3) local error instead of Euler's O(h^2).
 """
 from __future__ import annotations
 
-from .. import flow
-from . import register
+from inversa.core import flow
+from inversa.methods import register
 
 
 def _steps(model, condition):

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .. import samplers
-from ..errors import InversaError
-from ..solvers import StepProblem, solve_paper
-from . import Recorder, StateKey, Trace, register
+from inversa.core import samplers
+from inversa.core.errors import InversaError
+from inversa.core.solvers import StepProblem, solve_paper
+from inversa.methods import Recorder, StateKey, Trace, register
 
 
 @dataclass
@@ -88,7 +88,7 @@ def refine(model, z0, condition, schedule, *, iters: int, lr: float, tol: float,
 @torch.no_grad()
 def sample(model, inv, schedule, condition):
     """The plain sampler; guided (editing) with ``prox``/``pull``, ProxEdit thresholding and the pull to the chain."""
-    from ..api import denoise
+    from inversa.core.replay import denoise
 
     prox, pull = float(inv.config.get("prox", 0.0)), float(inv.config.get("pull", 0.0))
     if not condition.guided or not prox:

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from .. import flow
-from . import Trace, register
+from inversa.core import flow
+from inversa.methods import Trace, register
 
 
 def uni_inv_step(v, x, s, s_next, v_prev=None):

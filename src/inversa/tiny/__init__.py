@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from ..errors import InversaError
+from inversa.core.errors import InversaError
 
 HERE = os.path.dirname(__file__)
 MODEL_DIR = os.path.join(HERE, "model")

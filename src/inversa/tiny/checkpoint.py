@@ -14,8 +14,8 @@ import os
 
 import torch
 
-from ..errors import InversaError
-from ..outputs import staged
+from inversa.core.errors import InversaError
+from inversa.io.outputs import staged
 
 KEY = "inversa.checkpoint"
 

@@ -10,7 +10,7 @@ import string
 
 import torch
 
-from .vocab import BASIC_WORDS
+from inversa.tiny.vocab import BASIC_WORDS
 
 DIT_FAMILIES = ("sana", "pixart", "hunyuandit")
 
@@ -93,8 +93,8 @@ def _pixart(seed: int):
     """PixArtSigmaPipeline: T5 text (mask kept), a learned-sigma DiT, PixArt-Sigma's DPM-Solver++ config."""
     import diffusers as d
 
-    from .random_pipelines import _t5_encoder, _vae
-    from .vocab import make_t5_tokenizer
+    from inversa.tiny.parts import _t5_encoder, _vae
+    from inversa.tiny.vocab import make_t5_tokenizer
 
     torch.manual_seed(seed)
     net = d.PixArtTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
@@ -138,8 +138,8 @@ def _hunyuandit(seed: int):
     """HunyuanDiTPipeline: BERT (77 tokens) + mT5 (256 tokens), a skip-connected learned-sigma DiT, v-prediction DDPM."""
     import diffusers as d
 
-    from .random_pipelines import _t5_encoder
-    from .vocab import make_t5_tokenizer
+    from inversa.tiny.parts import _t5_encoder
+    from inversa.tiny.vocab import make_t5_tokenizer
 
     torch.manual_seed(seed)
     net = d.HunyuanDiT2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, patch_size=2,

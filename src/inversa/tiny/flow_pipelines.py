@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .chat_tokenizer import make_qwen_tokenizer
+from inversa.tiny.chat_tokenizer import make_qwen_tokenizer
 
 FLOW_FAMILIES = ("flux2", "flux2-klein", "qwenimage", "chroma", "kontext", "lumina2", "zimage", "hidream")
 
@@ -91,8 +91,8 @@ def chroma(seed: int = 0):
     """ChromaPipeline: FLUX.1's tiny layout with a T5 encoder only and no guidance embedding."""
     import diffusers as d
 
-    from .random_pipelines import _t5_encoder, _vae
-    from .vocab import make_t5_tokenizer
+    from inversa.tiny.parts import _t5_encoder, _vae
+    from inversa.tiny.vocab import make_t5_tokenizer
 
     torch.manual_seed(seed)
     net = d.ChromaTransformer2DModel(in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8,
@@ -111,9 +111,12 @@ def kontext(seed: int = 0):
     """FluxKontextPipeline: the tiny FLUX.1-dev's components (CLIP + T5, guidance embedding)."""
     import diffusers as d
 
-    from .random_pipelines import build_pipeline
+    import tempfile
 
-    parts = build_pipeline("flux", seed).components
+    from inversa.tiny.parts import _flux
+    from inversa.tiny.vocab import make_tokenizer
+
+    parts = _flux(make_tokenizer(tempfile.mkdtemp(prefix="inversa-tok-")), seed, schnell=False).components
     return d.FluxKontextPipeline(**parts)
 
 
@@ -122,8 +125,8 @@ def lumina2(seed: int = 0):
     import diffusers as d
     from transformers import Gemma2Config, Gemma2Model
 
-    from .chat_tokenizer import make_gemma_tokenizer
-    from .random_pipelines import _vae
+    from inversa.tiny.chat_tokenizer import make_gemma_tokenizer
+    from inversa.tiny.parts import _vae
 
     tok = make_gemma_tokenizer()
     cfg = Gemma2Config(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
@@ -144,7 +147,7 @@ def zimage(seed: int = 0):
     """ZImagePipeline: Qwen3 text (second-to-last hidden states, padding dropped), a single-stream DiT."""
     import diffusers as d
 
-    from .random_pipelines import _vae
+    from inversa.tiny.parts import _vae
 
     tok = make_qwen_tokenizer()
     torch.manual_seed(seed)
@@ -204,8 +207,8 @@ def hidream(seed: int = 0):
 
     import diffusers as d
 
-    from .random_pipelines import _t5_encoder, _text_encoder, _vae
-    from .vocab import make_t5_tokenizer, make_tokenizer
+    from inversa.tiny.parts import _t5_encoder, _text_encoder, _vae
+    from inversa.tiny.vocab import make_t5_tokenizer, make_tokenizer
 
     clip_tok = make_tokenizer(tempfile.mkdtemp(prefix="inversa-tok-"), max_length=128)  # HiDream pads CLIP to 128
     clips = [_text_encoder(clip_tok, hidden=16, projection=8, seed=seed + i, positions=128) for i in range(2)]

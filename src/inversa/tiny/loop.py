@@ -15,9 +15,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import checkpoint
-from ..outputs import write_text
-from .train import _budget_done, _log, encode_dataset
+from inversa.io.outputs import write_text
+from inversa.tiny import checkpoint
+from inversa.tiny.train import _budget_done, _log, _optimise, encode_dataset
 
 
 def cached_latents(vae, n: int, seed: int, output: str, device: str = "cpu"):
@@ -39,6 +39,15 @@ def sample_latents(latents, batch: int, scale: float, g: torch.Generator):
     return (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scale, idx
 
 
+def _resume(ckpt: str, model, ema, opt, loss_v: float) -> tuple[int, float, float]:
+    """(step, seconds spent, last loss) of the checkpoint loaded into the models, or a fresh start without one."""
+    if not os.path.exists(ckpt):
+        return 0, 0.0, loss_v
+    st = checkpoint.load(ckpt)
+    model.load_state_dict(st["model"]), ema.load_state_dict(st["ema"]), opt.load_state_dict(st["opt"])
+    return st["step"], st["seconds"], st.get("loss", loss_v)
+
+
 def fit(model: torch.nn.Module, loss_fn: Callable[[int, torch.Generator, torch.nn.Module], torch.Tensor],
         output: str, stage: str, steps: int, minutes: float | None, seed: int, lr: float, ema_decay: float,
         every: int, resume: bool, progress: bool = True, warmup: int = 100) -> tuple[dict, torch.nn.Module]:
@@ -55,11 +64,8 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[int, torch.Generator, torch.n
     step, spent, loss_v = 0, 0.0, float("nan")
     if not resume and os.path.exists(os.path.join(output, "losses.csv")):
         os.remove(os.path.join(output, "losses.csv"))
-    if resume and os.path.exists(ckpt):
-        st = checkpoint.load(ckpt)
-        model.load_state_dict(st["model"]), ema.load_state_dict(st["ema"]), opt.load_state_dict(st["opt"])
-        step, spent = st["step"], st["seconds"]
-        loss_v = st.get("loss", loss_v)
+    if resume:
+        step, spent, loss_v = _resume(ckpt, model, ema, opt, loss_v)
     model.train()
     first, start = step, time.time()
     bar = tqdm(total=steps, initial=step, desc=stage, disable=not progress)
@@ -70,13 +76,8 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[int, torch.Generator, torch.n
 
     while not _budget_done(step, steps, start, minutes, spent):
         g = torch.Generator().manual_seed(int(np.uint32(seed * 1_000_003 + step)))
-        for group in opt.param_groups:
-            group["lr"] = lr * min(1.0, (step + 1) / warmup)
         loss = loss_fn(step, g, ema)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        _optimise(opt, params, loss, lr, step, warmup)
         step += 1
         with torch.no_grad():
             decay = ema_decay if ema_decay < 0.99 else min(ema_decay, (1 + step) / (10 + step))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from . import shapes as S
+from inversa.tiny import shapes as S
 
 DEFAULTS = {"size": "large", "position": "center", "background": "plain", "bg_colours": ("blue",)}
 ALIASES = {"centre": "center", "middle": "center", "big": "large", "little": "small",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .vocab import make_t5_tokenizer
+from inversa.tiny.vocab import make_t5_tokenizer
 
 VIDEO = ("wan", "cogvideox")
 

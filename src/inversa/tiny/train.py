@@ -20,9 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint, shapes
-from ..outputs import write_text
-from .vocab import make_tokenizer
+from inversa.io.outputs import write_text
+from inversa.tiny import checkpoint, shapes
+from inversa.tiny.vocab import make_tokenizer
 
 # The default UNet goes down to 4x4 latent cells, so the caption's layout words can act on the whole image
 # (with the zero-SNR schedule below; alone, this depth did not make samples follow shape or position).
@@ -181,6 +181,60 @@ def encode_dataset(vae, n: int, seed: int, device: str, batch: int = 64):
     return torch.cat(means), torch.cat(stds), captions
 
 
+def _unet_batch(latents, ids_all, empty, alphas, batch: int, dropout: float, seed: int, step: int, device: str,
+                v_prediction: bool):
+    """Step ``step``'s (noisy latents, timesteps, caption ids, target), drawn from its own seeded generator."""
+    mean, std, _, scale = latents
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    idx = torch.randint(0, mean.shape[0], (batch,), generator=g)
+    z = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scale
+    ids = ids_all[idx].clone()
+    ids[torch.rand(batch, generator=g) < dropout] = empty
+    t = torch.randint(0, len(alphas), (batch,), generator=g)
+    noise = torch.randn(z.shape, generator=g)
+    z, t, noise, ids = z.to(device), t.to(device), noise.to(device), ids.to(device)
+    a = alphas[t].view(-1, 1, 1, 1)
+    x = a.sqrt() * z + (1 - a).sqrt() * noise
+    return x, t, ids, a.sqrt() * noise - (1 - a).sqrt() * z if v_prediction else noise
+
+
+def _unet_state(unet, text, opt, ema, step: int, seconds: float, done: bool = False) -> dict:
+    return dict(unet=unet.state_dict(), text=text.state_dict(), opt=opt.state_dict(),
+                ema_unet=ema["unet"].state_dict(), ema_text=ema["text"].state_dict(), step=step,
+                seconds=seconds, done=done)
+
+
+def _resume_unet(ckpt: str, unet, text, opt, ema, steps: int, minutes: float | None) -> tuple[int, float]:
+    """(step, seconds spent) of the checkpoint loaded into the models, or (0, 0) without one."""
+    if not os.path.exists(ckpt):
+        return 0, 0.0
+    st = checkpoint.load(ckpt)
+    unet.load_state_dict(st["unet"]), text.load_state_dict(st["text"]), opt.load_state_dict(st["opt"])
+    ema["unet"].load_state_dict(st["ema_unet"]), ema["text"].load_state_dict(st["ema_text"])
+    step, spent = st["step"], st["seconds"]
+    if st.get("done") and step >= steps:
+        spent = float("inf") if minutes is not None else spent
+    return step, spent
+
+
+def _optimise(opt, params, loss, lr: float, step: int, warmup: int = 100) -> None:
+    """One AdamW step with a linear warm-up over ``warmup`` steps and gradients clipped to norm 1."""
+    for group in opt.param_groups:
+        group["lr"] = lr * min(1.0, (step + 1) / warmup)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
+def _ema_update(ema: dict, live: dict, step: int) -> None:
+    decay = min(0.998, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for key, model in live.items():
+            for pe, p in zip(ema[key].parameters(), model.parameters()):
+                pe.lerp_(p.detach(), 1 - decay)
+
+
 def train_unet(unet, text, tok, sched, latents, output: str, steps: int, minutes: float | None, batch: int,
                seed: int, device: str, every: int, resume: bool, progress: bool = True, log_every: int = 1,
                lr: float = 6e-4, dropout: float = 0.1) -> dict:
@@ -189,71 +243,38 @@ def train_unet(unet, text, tok, sched, latents, output: str, steps: int, minutes
 
     from tqdm.auto import tqdm
 
-    mean, std, captions, scale = latents
     ckpt = os.path.join(output, "checkpoint-unet.safetensors")
     params = list(unet.parameters()) + list(text.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     ema = {"unet": copy.deepcopy(unet).requires_grad_(False), "text": copy.deepcopy(text).requires_grad_(False)}
-    step, spent = 0, 0.0
-    if resume and os.path.exists(ckpt):
-        st = checkpoint.load(ckpt)
-        unet.load_state_dict(st["unet"]), text.load_state_dict(st["text"]), opt.load_state_dict(st["opt"])
-        ema["unet"].load_state_dict(st["ema_unet"]), ema["text"].load_state_dict(st["ema_text"])
-        step, spent = st["step"], st["seconds"]
-        if st.get("done") and step >= steps:
-            spent = float("inf") if minutes is not None else spent
+    step, spent = _resume_unet(ckpt, unet, text, opt, ema, steps, minutes) if resume else (0, 0.0)
     for m in (unet, text, ema["unet"], ema["text"]):
         m.to(device)
     unet.train(), text.train()
-    ids_all = tok(captions + [""], padding="max_length", max_length=MAX_TOKENS, truncation=True,
+    ids_all = tok(latents[2] + [""], padding="max_length", max_length=MAX_TOKENS, truncation=True,
                   return_tensors="pt").input_ids
-    empty = ids_all[-1]
     alphas = sched.alphas_cumprod.to(device)
     v_prediction = sched.config.prediction_type == "v_prediction"
     start = time.time()
     bar = tqdm(total=steps, initial=step, desc="unet", disable=not progress)
     loss_v = float("nan")
-
-    def state(seconds, done=False):
-        return dict(unet=unet.state_dict(), text=text.state_dict(), opt=opt.state_dict(),
-                    ema_unet=ema["unet"].state_dict(), ema_text=ema["text"].state_dict(), step=step,
-                    seconds=seconds, done=done)
-
     while not _budget_done(step, steps, start, minutes, spent):
-        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        idx = torch.randint(0, mean.shape[0], (batch,), generator=g)
-        z = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scale
-        ids = ids_all[idx].clone()
-        ids[torch.rand(batch, generator=g) < dropout] = empty
-        t = torch.randint(0, len(alphas), (batch,), generator=g)
-        noise = torch.randn(z.shape, generator=g)
-        z, t, noise, ids = z.to(device), t.to(device), noise.to(device), ids.to(device)
-        a = alphas[t].view(-1, 1, 1, 1)
-        x = a.sqrt() * z + (1 - a).sqrt() * noise
-        for group in opt.param_groups:
-            group["lr"] = lr * min(1.0, (step + 1) / 100)
-        pred = unet(x, t, encoder_hidden_states=text(ids)[0]).sample
-        loss = F.mse_loss(pred, a.sqrt() * noise - (1 - a).sqrt() * z if v_prediction else noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        x, t, ids, target = _unet_batch(latents, ids_all, ids_all[-1], alphas, batch, dropout, seed, step, device,
+                                        v_prediction)
+        loss = F.mse_loss(unet(x, t, encoder_hidden_states=text(ids)[0]).sample, target)
+        _optimise(opt, params, loss, lr, step)
         step += 1
-        decay = min(0.998, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for key, live in (("unet", unet), ("text", text)):
-                for pe, p in zip(ema[key].parameters(), live.parameters()):
-                    pe.lerp_(p.detach(), 1 - decay)
+        _ema_update(ema, {"unet": unet, "text": text}, step)
         loss_v = loss.item()
         bar.update(1)
         bar.set_postfix(loss=f"{loss_v:.4f}")
         if step % log_every == 0:
             _log(output, "unet", step, loss_v, spent + time.time() - start)
         if step % every == 0:
-            checkpoint.save(ckpt, state(spent + time.time() - start))
+            checkpoint.save(ckpt, _unet_state(unet, text, opt, ema, step, spent + time.time() - start))
     bar.close()
     seconds = spent + time.time() - start
-    checkpoint.save(ckpt, state(seconds, done=True))
+    checkpoint.save(ckpt, _unet_state(unet, text, opt, ema, step, seconds, done=True))
     unet.load_state_dict(ema["unet"].state_dict()), text.load_state_dict(ema["text"].state_dict())
     unet.eval(), text.eval()
     return dict(steps=step, seconds=seconds, loss=loss_v)
@@ -295,68 +316,3 @@ def train(output: str, steps: int = 4000, minutes: float | None = None, vae_step
     return output
 
 
-def run(args) -> int:
-    from ..errors import InversaError
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.config not in CONFIGS:
-        raise InversaError(f"unknown --config {args.config!r}; expected one of {', '.join(CONFIGS)}")
-    if args.recipe != "base":
-        return run_sibling(args)
-    out = train(args.output, steps=args.steps, minutes=args.minutes, vae_steps=args.vae_steps,
-                vae_minutes=args.vae_minutes, batch_size=args.batch_size or 32, vae_batch_size=args.vae_batch_size, seed=args.seed, device=args.device or "cpu",
-                dataset_size=args.dataset_size, config=args.config, every=args.checkpoint_every, resume=args.resume,
-                progress=not args.no_progress, prediction=args.prediction,
-                command=getattr(args, "command_line", None))
-    with open(os.path.join(out, "training.json")) as f:
-        info = json.load(f)
-    print(f"trained vae {info['vae']['steps']} steps ({info['vae']['seconds'] / 60:.1f} min), unet "
-          f"{info['unet']['steps']} steps ({info['unet']['seconds'] / 60:.1f} min, loss {info['unet']['loss']:.4f}) "
-          f"-> {out}")
-    return 0
-
-
-def run_sibling(args) -> int:
-    """``--recipe lcm`` / ``--recipe flow``: a sibling trained from the embedded model (or ``--base``)."""
-    from . import train_flow, train_lcm
-
-    common = dict(steps=args.steps, minutes=args.minutes, dataset_size=args.dataset_size, seed=args.seed,
-                  every=args.checkpoint_every, resume=args.resume, progress=not args.no_progress,
-                  command=getattr(args, "command_line", None))
-    if args.batch_size is not None:
-        common["batch_size"] = args.batch_size
-    if args.recipe == "lcm":
-        out = train_lcm.train(args.output, teacher=args.base, **common)
-    else:
-        out = train_flow.train(args.output, base=args.base, config=args.config, **common)
-    with open(os.path.join(out, "training.json")) as f:
-        info = json.load(f)[args.recipe]
-    print(f"trained {args.recipe} {info['steps']} steps ({info['seconds'] / 60:.1f} min, loss {info['loss']:.4f}) -> {out}")
-    return 0
-
-
-def add_command(subparsers) -> None:
-    p = subparsers.add_parser("train-tiny", help="train the small embedded text-to-image model (CPU is enough)")
-    p.add_argument("--recipe", default="base", choices=["base", "lcm", "flow"],
-                   help="base: the embedded model from scratch; lcm: its latent-consistency distillation; "
-                        "flow: a tiny SD3 transformer on its VAE and text encoder")
-    p.add_argument("--base", default=None, help="lcm/flow: the model distilled or reused (default: the embedded one)")
-    p.add_argument("--output", "-o", default="runs/tiny", help="output folder (checkpoints + final pipeline)")
-    p.add_argument("--steps", type=int, default=4000, help="UNet training steps")
-    p.add_argument("--minutes", type=float, default=None, help="UNet wall-time budget; stops at steps or minutes")
-    p.add_argument("--vae-steps", type=int, default=600, help="VAE training steps")
-    p.add_argument("--vae-minutes", type=float, default=None, help="VAE wall-time budget")
-    p.add_argument("--batch-size", type=int, default=None, help="UNet batch (default 32; lcm and flow 16)")
-    p.add_argument("--vae-batch-size", type=int, default=8, help="VAE batch (half shapes, half photo crops)")
-    p.add_argument("--dataset-size", type=int, default=6000, help="shapes images encoded for the UNet stage")
-    p.add_argument("--config", default="default", help="model size: default | test (minuscule, for tests)")
-    p.add_argument("--prediction", default="v_prediction", choices=["v_prediction", "epsilon"],
-                   help="what the UNet predicts (v weighs the noisy, layout-deciding steps more)")
-    p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint-*.safetensors")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None, help="cpu (default), cuda, ...")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(run=run)

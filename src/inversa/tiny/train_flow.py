@@ -14,7 +14,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from .loop import cached_latents, fit, sample_latents, write_info
+from inversa.tiny.loop import cached_latents, fit, sample_latents, write_info
 
 CONFIGS = {
     "default": dict(num_layers=4, attention_head_dim=32, num_attention_heads=4),
@@ -82,7 +82,7 @@ def train(output: str, base: str | None = None, steps: int = 4000, minutes: floa
     """Train the SD3 sibling of ``base`` (default: the embedded model) into ``output``."""
     from diffusers import StableDiffusionPipeline
 
-    from . import default_model_path
+    from inversa.tiny import default_model_path
 
     os.makedirs(output, exist_ok=True)
     base = base or default_model_path()

@@ -22,8 +22,8 @@ import os
 
 import torch
 
-from .loop import cached_latents, fit, sample_latents, write_info
-from .train import MAX_TOKENS
+from inversa.tiny.loop import cached_latents, fit, sample_latents, write_info
+from inversa.tiny.train import MAX_TOKENS
 
 GRID = 50  # LCMScheduler's original_inference_steps: the teacher's skipping-step grid
 COND_DIM = 256  # guidance embedding width, as LCM-SD1.5
@@ -55,7 +55,7 @@ def student_from(teacher_unet):
 
 def distillation_loss(student, teacher, text, ids_all, empty, latents, alphas, batch: int, scale: float):
     """The per-step loss closure for :func:`inversa.tiny.loop.fit`."""
-    from ..families.lcm import guidance_embedding
+    from inversa.core.embedding import guidance_embedding
 
     skip = len(alphas) // GRID
 
@@ -91,7 +91,7 @@ def train(output: str, teacher: str | None = None, steps: int = 4000, minutes: f
     """Distil ``teacher`` (default: the embedded model) into an LCM pipeline saved in ``output``."""
     from diffusers import LatentConsistencyModelPipeline, LCMScheduler, StableDiffusionPipeline
 
-    from . import default_model_path
+    from inversa.tiny import default_model_path
 
     os.makedirs(output, exist_ok=True)
     teacher = teacher or default_model_path()

@@ -1,0 +1,5 @@
+import sys
+
+from inversa.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Editing over inversions: edit, interpolate, attention injection, and editing recipes."""

@@ -1,0 +1,1 @@
+"""The entry points over the methods: invert, reconstruct, and replay in a stock diffusers pipeline."""

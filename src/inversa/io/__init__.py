@@ -1,0 +1,1 @@
+"""Files in and out: the saved inversion, its consistency checks, images, clips, prompts, staged outputs."""
