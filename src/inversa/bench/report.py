@@ -131,7 +131,7 @@ def markdown(entries: list[dict], configs: dict) -> str:
                                                                      key in ("psnr", "ssim", "ms_ssim") else ""))
         lines.append(f"| {_label(e)} | {e['config_hash'][:8]} | {e['ok']}/{e['failed']} | " + " | ".join(cells) + " |")
     lines += ["", "vae_roundtrip = decode(encode(x)): the ceiling of any inversion of E(x); vae_decoder_inverted = "
-              "decode(z) with z fitted to the image (inversa.decoder), the ceiling with --decoder-inversion. Times are inversion wall "
+              "decode(z) with z fitted to the image (inversa.models.decoder), the ceiling with --decoder-inversion. Times are inversion wall "
               "time per image; peak MB is GPU peak allocation, or on CPU the process's peak resident set."]
     return "\n".join(lines) + "\n"
 

@@ -1,7 +1,7 @@
 """The video side of ``inversa invert | reconstruct | edit``: clips in, clips and per-frame metrics out.
 
 The commands hand over here when the model is a video family (Wan, CogVideoX); a clip is a
-video file or a folder of frames (:mod:`inversa.video`), a still image a one-frame clip.
+video file or a folder of frames (:mod:`inversa.io.video`), a still image a one-frame clip.
 """
 from __future__ import annotations
 

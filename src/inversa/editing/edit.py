@@ -9,7 +9,7 @@ maps are injected into the target branch for the first ``cross_replace`` of the
 steps (prompt-to-prompt); on MMDiT flow transformers its image keys and values are
 shared into the target branch for the first ``self_replace`` (RF-Solver-Edit). Methods
 with their own samplers (EDICT, BDIA, the flow solvers) sample both branches with them.
-Editing recipes (``flowedit``, ``ddcm``, ``guide_and_rescale``: :mod:`inversa.recipes`) map the
+Editing recipes (``flowedit``, ``ddcm``, ``guide_and_rescale``: :mod:`inversa.editing.recipes`) map the
 source latent to the edit themselves.
 """
 from __future__ import annotations
@@ -199,7 +199,7 @@ def edit(model, image, source_prompt, target_prompt, method: str = "ddim", *, st
     likewise for self-attention maps, or on MMDiT flow transformers for the source's keys and values.
     ``blend="SRC TGT"`` (UNet models) edits only where those words attend, ``mask`` (H, W) or
     (B, 1, H, W), 1 = edit, only inside it: the source latent is kept elsewhere.
-    A recipe (``method="flowedit"``, ``"ddcm"``, ``"guide_and_rescale"``, :mod:`inversa.recipes`) edits the
+    A recipe (``method="flowedit"``, ``"ddcm"``, ``"guide_and_rescale"``, :mod:`inversa.editing.recipes`) edits the
     latent itself (``inversion_guidance`` is its source guidance, default 1; no blend or injection).
     ``full=True`` returns an :class:`Edit` with the source branch and the inversion.
     """

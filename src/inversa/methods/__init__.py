@@ -41,7 +41,7 @@ SHARED = StateKey(batch_dim=None)
 
 @dataclass
 class StockHook:
-    """What a method adds to a stock pipeline's call beyond its per-step state (:mod:`inversa.stock`).
+    """What a method adds to a stock pipeline's call beyond its per-step state (:mod:`inversa.inversion.stock`).
 
     ``kwargs`` go into ``pipe(prompt, **kwargs)``; ``step_end(i, latents)`` returns step ``i``'s
     latents changed as the method's sampler changes them (None: unchanged).
@@ -61,7 +61,7 @@ class Method:
     state: dict[str, StateKey] = field(default_factory=dict)  # the side state it keeps, key by key
     guided: bool = False  # inverts under the sampling guidance (an edit's inversion guidance defaults to w)
     target_negative: Literal["empty", "source"] = "empty"  # an edit's target-branch negative prompt by default
-    # (model, inv) -> StockHook: what a stock pipeline call needs beyond the per-step state (see inversa.stock)
+    # (model, inv) -> StockHook: what a stock pipeline call needs beyond the per-step state (see inversa.inversion.stock)
     stock: Callable | None = None
 
     @property

@@ -5,7 +5,7 @@ so the result is a plain ``x_T`` that the stock deterministic sampler maps back 
 latent. Every step starts from one naive inverse step (also for flow models, where the
 paper had none). ``solver="paper"`` is the paper's AdamW on ``eps`` (the baseline);
 ``hybrid`` (default: Anderson, with one Newton-GMRES probe where it slows, Newton or L-BFGS only where they pay), ``newton``, ``lbfgs``,
-``gauss_newton`` and ``anderson`` are the solvers of :mod:`inversa.solvers`.
+``gauss_newton`` and ``anderson`` are the solvers of :mod:`inversa.core.solvers`.
 ``sampler="ddpm"`` instead keeps DDPM noise maps in closed form (edit-friendly: x_i drawn
 independently from q(x_i | z0), z_i = (x_{i+1} - mu(x_i)) / s_i) and uses the solver only
 for noiseless steps (the last one), so DDPM sampling with the stored maps reproduces the latent.

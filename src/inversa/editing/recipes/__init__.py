@@ -1,7 +1,7 @@
 """Editing recipes: edits that ``inversa edit --method NAME`` runs without an inversion method's sampler.
 
 An inversion method gives a noise (and side state) that the sampler replays under the target
-prompt (:mod:`inversa.edit`). A recipe instead maps the source latent straight to the edit,
+prompt (:mod:`inversa.editing.edit`). A recipe instead maps the source latent straight to the edit,
 ``fn(model, z0, source, target, *, steps, guidance, source_guidance, negative, spacing,
 **options)``, returning the edited latent or ``(source branch, edited latent)``; nothing is
 saved for ``inversa reconstruct``. Each recipe lives in its own module.
