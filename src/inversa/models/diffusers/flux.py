@@ -14,7 +14,6 @@ the network gets that grid's ``timestep / 1000``, never an unshifted ``i / N``.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -78,11 +77,7 @@ class FluxModel(SD3Model):
 
     def noise_levels(self, steps: int, spacing: str | None = None, shape=None) -> Schedule:
         """FluxPipeline's grid: ``linspace(1, 1/N, N)`` shifted by ``mu`` of this latent's token count."""
-        sched, mu = self.stock_scheduler(), self.shift_mu(shape)
-        sched.set_timesteps(sigmas=np.linspace(1.0, 1.0 / steps, steps), mu=mu)
-        sigmas = sched.sigmas.double()
-        label = f"flow(shift={sched.config.get('shift', 1.0)}" + (f", mu={mu:.4g})" if mu is not None else ")")
-        return Schedule(sched.timesteps.double(), 1.0 - sigmas, sigmas, label)
+        return self.linspace_levels(steps, self.shift_mu(shape), show_mu=True)
 
     def network(self, x: Tensor, t: float, embeds: Embeds) -> Tensor:
         n, _, h, w = x.shape

@@ -16,7 +16,6 @@ maps back) or the final tokens ([dev], which :func:`untokens` maps back).
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -145,12 +144,8 @@ class Flux2Model(SD3Model):
     def noise_levels(self, steps: int, spacing: str | None = None, shape=None) -> Schedule:
         """The pipelines' grid: ``linspace(1, 1/N, N)`` shifted by ``mu`` of this latent's token count and N."""
         h, w = shape[-2:] if shape is not None else (self.default_size() // self.vae_scale,) * 2
-        sched, mu = self.stock_scheduler(), empirical_mu(h * w, steps)
-        sched.set_timesteps(sigmas=np.linspace(1.0, 1.0 / steps, steps), mu=mu)
-        sigmas = sched.sigmas.double()
-        shifted = f", mu={mu:.4g})" if sched.config.get("use_dynamic_shifting") else ")"
-        return Schedule(sched.timesteps.double(), 1.0 - sigmas, sigmas, f"flow(shift={sched.config.get('shift', 1.0)}"
-                        + shifted)
+        return self.linspace_levels(steps, empirical_mu(h * w, steps),
+                                    show_mu=self.scheduler.config.get("use_dynamic_shifting"))
 
     def network(self, x: Tensor, t: float, embeds: Embeds) -> Tensor:
         n, _, h, w = x.shape

@@ -14,7 +14,6 @@ last steps) has no inversa equivalent; its default 1.0 keeps CFG on every step.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -56,12 +55,8 @@ class Lumina2Model(SD3Model):
         return calculate_shift(self.net.config.in_channels, self.scheduler.config)
 
     def noise_levels(self, steps: int, spacing: str | None = None, shape=None) -> Schedule:
-        sched, mu = self.stock_scheduler(), self.shift_mu(shape)
-        sched.set_timesteps(sigmas=np.linspace(1.0, 1.0 / steps, steps), mu=mu)
-        sigmas = sched.sigmas.double()
-        label = f"flow(shift={sched.config.get('shift', 1.0)}" + (
-            f", mu={mu:.4g})" if sched.config.get("use_dynamic_shifting") else ")")
-        return Schedule(sched.timesteps.double(), 1.0 - sigmas, sigmas, label)
+        dynamic = self.scheduler.config.get("use_dynamic_shifting")
+        return self.linspace_levels(steps, self.shift_mu(shape), show_mu=dynamic)
 
     rescales_guidance = True
 

@@ -14,7 +14,6 @@ and conditional prompts to one length when they run in one batch.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -92,11 +91,7 @@ class QwenImageModel(SD3Model):
 
     def noise_levels(self, steps: int, spacing: str | None = None, shape=None) -> Schedule:
         """The pipeline's grid: ``linspace(1, 1/N, N)`` shifted by ``mu`` of this latent's packed token count."""
-        sched, mu = self.stock_scheduler(), self.shift_mu(shape)
-        sched.set_timesteps(sigmas=np.linspace(1.0, 1.0 / steps, steps), mu=mu)
-        sigmas = sched.sigmas.double()
-        label = f"flow(shift={sched.config.get('shift', 1.0)}" + (f", mu={mu:.4g})" if mu is not None else ")")
-        return Schedule(sched.timesteps.double(), 1.0 - sigmas, sigmas, label)
+        return self.linspace_levels(steps, self.shift_mu(shape), show_mu=True)
 
     def shift_mu(self, shape) -> float:
         """``calculate_shift`` of the packed token count; the pipeline passes it even without dynamic shifting."""

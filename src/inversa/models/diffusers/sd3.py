@@ -1,12 +1,20 @@
 """Stable Diffusion 3: an MMDiT transformer on a rectified-flow (flow matching) schedule."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from inversa.core.errors import InversaError
 from inversa.core.types import Embeds, Schedule
 from inversa.models.diffusers.base import SUPPORTED, DiffusersModel
+
+
+def flow_levels(sched, mu: float | None) -> Schedule:
+    """The flow schedule of a stock scheduler whose timesteps are set, labelled with its shift (and ``mu``)."""
+    sigmas = sched.sigmas.double()
+    label = f"flow(shift={sched.config.get('shift', 1.0)}" + (f", mu={mu:.4g})" if mu is not None else ")")
+    return Schedule(sched.timesteps.double(), 1.0 - sigmas, sigmas, label)
 
 
 def calculate_shift(tokens: int, cfg, max_shift: float = 1.15) -> float:
@@ -52,9 +60,14 @@ class SD3Model(DiffusersModel):
     def noise_levels(self, steps: int, spacing: str | None, shape=None) -> Schedule:
         sched, mu = self.stock_scheduler(), self.shift_mu(shape)
         sched.set_timesteps(steps, **({"mu": mu} if mu is not None else {}))
-        sigmas = sched.sigmas.double()
-        label = f"flow(shift={sched.config.get('shift', 1.0)}" + (f", mu={mu:.4g})" if mu is not None else ")")
-        return Schedule(sched.timesteps.double(), 1.0 - sigmas, sigmas, label)
+        return flow_levels(sched, mu)
+
+    def linspace_levels(self, steps: int, mu: float | None, show_mu: bool) -> Schedule:
+        """The newer flow pipelines' grid: sigmas ``linspace(1, 1/N, N)`` passed to the stock scheduler with ``mu``
+        (``show_mu``: whether the label names it)."""
+        sched = self.stock_scheduler()
+        sched.set_timesteps(sigmas=np.linspace(1.0, 1.0 / steps, steps), mu=mu)
+        return flow_levels(sched, mu if show_mu else None)
 
     def schedule_from_timesteps(self, timesteps, spacing: str = "custom") -> Schedule:
         ts = torch.as_tensor(timesteps, dtype=torch.float64)

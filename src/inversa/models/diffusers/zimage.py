@@ -13,7 +13,6 @@ the model's dtype (it asserts so), which bounds a float64 parity check near floa
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -53,12 +52,8 @@ class ZImageModel(SD3Model):
         return calculate_shift((h // 2) * (w // 2), self.scheduler.config)
 
     def noise_levels(self, steps: int, spacing: str | None = None, shape=None) -> Schedule:
-        sched, mu = self.stock_scheduler(), self.shift_mu(shape)
-        sched.set_timesteps(sigmas=np.linspace(1.0, 1.0 / steps, steps).tolist(), mu=mu)
-        sigmas = sched.sigmas.double()
-        label = f"flow(shift={sched.config.get('shift', 1.0)}" + (
-            f", mu={mu:.4g})" if sched.config.get("use_dynamic_shifting") else ")")
-        return Schedule(sched.timesteps.double(), 1.0 - sigmas, sigmas, label)
+        dynamic = self.scheduler.config.get("use_dynamic_shifting")
+        return self.linspace_levels(steps, self.shift_mu(shape), show_mu=dynamic)
 
     def predict_parts(self, x, t, condition):
         from inversa.models.diffusers.qwenimage import pad_tokens
