@@ -6,7 +6,7 @@ from inversa.core import samplers
 from inversa.core.errors import InversaError
 from inversa.core.metrics import latent_mse, relative_error
 from inversa.core.replay import denoise
-from inversa.core.solvers import StepProblem, _two_loop, gmres, solve_paper
+from inversa.core.solvers import StepProblem, two_loop, gmres, solve_paper
 from inversa.inversion.api import invert, reconstruct
 from inversa.methods import get_method
 from inversa.methods.preciseinv import paper_lr, solve, targets
@@ -222,9 +222,9 @@ def test_lbfgs_two_loop_skips_pairs_without_curvature_per_sample():
     y1 = torch.tensor([[2.0, 0.5, 1.0]] * 2, dtype=torch.float64)
     s2 = torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
     y2 = torch.tensor([[0.0, 3.0, 0.5], [0.0, -2.0, 0.0]], dtype=torch.float64)  # sample 1: negative curvature
-    d, found = _two_loop(g, [(s1, y1), (s2, y2)])
-    alone, _ = _two_loop(g, [(s1, y1)])
+    d, found = two_loop(g, [(s1, y1), (s2, y2)])
+    alone, _ = two_loop(g, [(s1, y1)])
     assert found.all() and torch.allclose(d[1], alone[1]) and not torch.allclose(d[0], alone[0])
     assert float((d * g).sum(1).max()) < 0  # descent directions
-    d, found = _two_loop(g, [])
+    d, found = two_loop(g, [])
     assert torch.equal(d, -g) and not found.any()

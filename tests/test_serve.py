@@ -37,7 +37,8 @@ def test_option_table_follows_the_signature():
         ["variant", "anderson", "one of plain | average | anderson"], ["depth", "4", "integer >= 1"],
         ["average_from", "1", "integer >= 1"]]
     rows = {row[0]: row for row in serve.option_rows("preciseinv")}
-    assert rows["eta"] == ["eta", "-1.0", "number >= -1.0"]  # a negative default is a sentinel, allowed
+    assert rows["eta"] == ["eta", "None", "number >= 0.0 or None"]  # None: each solver's own rule
+    assert rows["max_iters"] == ["max_iters", "None", "integer >= 1 or None"]
     assert rows["warm_start"] == ["warm_start", "True", "True | False"]
 
 

@@ -33,7 +33,7 @@ EXTRA_HINT = "inversa serve needs the ui extra: pip install -e '.[ui]' (gradio, 
 
 def option_rows(method: str) -> list[list[str]]:
     """``[name, default, what it accepts]`` for each option of ``method`` (its signature, as validate checks it)."""
-    from inversa.core.checks import lower_bound
+    from inversa.core.checks import lower_bound, option_kind
     from inversa.methods import get_method
 
     spec = get_method(method)
@@ -42,16 +42,17 @@ def option_rows(method: str) -> list[list[str]]:
     for name, default in spec.options().items():
         if name == "keep_trajectory":
             continue
-        annotation = params[name].annotation
-        if typing.get_origin(annotation) is typing.Literal:
-            kind = "one of " + " | ".join(map(str, typing.get_args(annotation)))
-        elif isinstance(default, bool):
-            kind = "True | False"
-        elif isinstance(default, (int, float)):
-            kind = f"{'integer' if isinstance(default, int) else 'number'} >= {lower_bound(default)}"
+        kind, optional = option_kind(params[name])
+        if typing.get_origin(kind) is typing.Literal:
+            accepts = "one of " + " | ".join(map(str, typing.get_args(kind)))
+        elif kind is bool:
+            accepts = "True | False"
+        elif kind in (int, float):
+            accepts = f"{'integer' if kind is int else 'number'} >= {lower_bound(kind, default)}"
         else:
-            kind = "text" if isinstance(default, str) else "Python literal"
-        rows.append([name, default if isinstance(default, str) else repr(default), kind])
+            accepts = "text" if kind is str else "Python literal"
+        rows.append([name, default if isinstance(default, str) else repr(default),
+                     accepts + (" or None" if optional else "")])
     return rows
 
 

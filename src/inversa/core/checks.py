@@ -10,6 +10,7 @@ import math
 import os
 import stat
 import tempfile
+import types
 import typing
 
 import torch
@@ -34,10 +35,8 @@ def signature_options(what: str, fn, names, options: dict) -> dict:
     """``options`` checked against the keyword options ``names`` of ``fn``; returns them with ints widened where
     floats are expected.
 
-    Names must be keyword options of ``fn``; values take the default's type;
-    numbers are finite and not below ``min(default, 0)`` (floats) or ``min(default, 1)``
-    (integers: a positive default is a count, a negative one a sentinel); a
-    ``Literal[...]`` annotation lists the allowed strings.
+    Each value is checked against its parameter's annotation (``int``, ``float``, ``bool``, ``str``,
+    ``Literal[...]``, each optionally ``| None``): numbers are finite and at least :func:`lower_bound`.
     """
     params = {k: p for k, p in inspect.signature(fn, eval_str=True).parameters.items()
               if k in names and k != "keep_trajectory"}
@@ -45,39 +44,57 @@ def signature_options(what: str, fn, names, options: dict) -> dict:
     if unknown:
         raise InversaError(f"method {what} has no option {', '.join(unknown)}; "
                            f"options: {', '.join(params) or 'none'}")
-    return {k: _option(f"{what} option {k}", v, params[k].default, params[k].annotation) for k, v in options.items()}
+    return {k: _option(f"{what} option {k}", v, params[k]) for k, v in options.items()}
 
 
+def option_kind(param: inspect.Parameter) -> tuple[object, bool]:
+    """The type an option takes and whether it may be None, from its annotation (or its default's type)."""
+    annotation = param.annotation
+    if annotation is inspect.Parameter.empty:
+        return (type(param.default) if param.default is not None else object), param.default is None
+    args = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
+    if type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return (rest[0] if len(rest) == 1 else object), True
+    return annotation, False
 
-def _option(what: str, value, default, annotation):
-    if typing.get_origin(annotation) is typing.Literal:
-        choices = typing.get_args(annotation)
+
+def _option(what: str, value, param: inspect.Parameter):
+    kind, optional = option_kind(param)
+    if value is None and optional:
+        return None
+    if typing.get_origin(kind) is typing.Literal:
+        choices = typing.get_args(kind)
         if value not in choices:
             raise InversaError(f"{what} must be one of {', '.join(map(str, choices))}; got {value!r}")
         return value
-    if isinstance(default, bool):
+    if kind is bool:
         if not isinstance(value, bool):
             raise InversaError(f"{what} must be True or False; got {value!r}")
         return value
-    if isinstance(default, (int, float)):
-        integer = isinstance(default, int)
+    if kind in (int, float):
+        integer = kind is int
         kinds = (int,) if integer else (int, float)
         if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
             raise InversaError(f"{what} must be {'an integer' if integer else 'a finite number'}; got {value!r}")
-        low = lower_bound(default)
+        low = lower_bound(kind, param.default)
         if value < low:
             raise InversaError(f"{what} must be >= {low}; got {value!r}")
-        if integer and value > max(MAX_COUNT, default):  # iterations and sizes: a typo must not run for ever
-            raise InversaError(f"{what} must be <= {max(MAX_COUNT, default)}; got {value!r}")
+        high = max(MAX_COUNT, param.default or 0)
+        if integer and value > high:  # iterations and sizes: a typo must not run for ever
+            raise InversaError(f"{what} must be <= {high}; got {value!r}")
         return value if integer else float(value)
-    if isinstance(default, str) and not isinstance(value, str):
+    if kind is str and not isinstance(value, str):
         raise InversaError(f"{what} must be a string; got {value!r}")
     return value
 
 
-def lower_bound(default: int | float) -> int | float:
-    """Smallest value a numeric option takes: a positive integer default is a count (>= 1), a negative one a sentinel."""
-    return min(default, 1) if isinstance(default, int) else min(default, 0.0)
+def lower_bound(kind: type, default) -> int | float:
+    """Smallest value a numeric option takes: 1 for an integer whose default is a count (>= 1, or None: a count
+    the method chooses), else 0."""
+    if kind is int:
+        return 1 if default is None or (isinstance(default, int) and default >= 1) else 0
+    return 0.0
 
 
 # numbers ------------------------------------------------------------------------------------------------------------

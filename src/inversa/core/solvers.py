@@ -44,7 +44,7 @@ def msr(r: Tensor) -> Tensor:
     return r.detach().flatten(1).double().pow(2).mean(1).cpu()
 
 
-def _rows(v: Tensor, like: Tensor) -> Tensor:
+def per_row(v: Tensor, like: Tensor) -> Tensor:
     """A per-sample vector shaped to broadcast over ``like`` (and moved to its device)."""
     return v.to(like.device, like.dtype).view(-1, *([1] * (like.ndim - 1)))
 
@@ -108,7 +108,7 @@ class StepProblem:
         eps = torch.finfo(getattr(self.model, "dtype", x.dtype)).eps
         vn = v.flatten(1).norm(dim=1).clamp_min(1e-30)
         h = math.sqrt(eps) * (1.0 + x.flatten(1).norm(dim=1)) / vn
-        hh = _rows(h, x)
+        hh = per_row(h, x)
         return self.A * v + self.B * (self.output(x + hh * v, idx) - out) / hh
 
 
@@ -191,8 +191,8 @@ def solve_paper(problem: StepProblem, x_init: Tensor, z0: Tensor, alpha: float, 
         m[rows] = b1 * m[rows] + (1 - b1) * g
         v[rows] = b2 * v[rows] + (1 - b2) * g * g
         step = mon.iters[rows].to(vdtype)  # evaluations so far = AdamW step number of these rows
-        mhat = m[rows] / _rows(1 - b1**step, g)
-        vhat = v[rows] / _rows(1 - b2**step, g)
+        mhat = m[rows] / per_row(1 - b1**step, g)
+        vhat = v[rows] / per_row(1 - b2**step, g)
         eps[rows] = eps[rows] - lr * mhat / (vhat.sqrt() + adam_eps)
     return mon.best, mon.info()
 
@@ -283,7 +283,7 @@ def _backtrack(problem, mon, idx, xb, d, outs, rs, backtrack: int) -> int:
     pending = torch.arange(len(idx))
     for attempt in range(backtrack + 1):
         sub = idx[pending]
-        xn = xb[pending] + _rows(scale[pending], xb) * d[pending]
+        xn = xb[pending] + per_row(scale[pending], xb) * d[pending]
         rn, on = problem.residual(xn, sub)
         better = mon.record(sub, xn, msr(rn), count=attempt == 0)
         outs[sub[better]], rs[sub[better]] = on[better], rn[better]
@@ -345,12 +345,12 @@ def _cg(matvec, b: Tensor, iters: int) -> Tensor:
         Ap = matvec(p)
         pAp = (p.flatten(1).double() * Ap.flatten(1).double()).sum(1)
         a = torch.where(pAp > 0, rr / pAp.clamp_min(1e-300), torch.zeros_like(rr))
-        x = x + _rows(a, x) * p
-        r = r - _rows(a, r) * Ap
+        x = x + per_row(a, x) * p
+        r = r - per_row(a, r) * Ap
         rr_new = r.flatten(1).double().pow(2).sum(1)
         if bool((rr_new <= 1e-24 * rr.clamp_min(1e-300)).all()):
             break
-        p = r + _rows(rr_new / rr.clamp_min(1e-300), p) * p
+        p = r + per_row(rr_new / rr.clamp_min(1e-300), p) * p
         rr = rr_new
     return x
 
@@ -370,10 +370,13 @@ def anderson_mix(xs: list[Tensor], gs: list[Tensor], reg: float = 1e-10) -> Tens
 
 
 def solve_anderson(problem: StepProblem, x_init: Tensor, *, eta, max_iters: int = 20, patience: int = 0,
-                   depth: int = 5, switch: float = 0.0, window: int = 3, seed: tuple | None = None, probe=None):
+                   depth: int = 5, switch: float = 0.0, window: int = 3, seed: tuple | None = None, probe=None,
+                   last: bool = False):
     """Anderson-accelerated fixed point ``x = (y - B out(x)) / A = x - r(x) / A`` (type II, per sample).
 
-    One network call per iteration; returns the best evaluated iterate. ``seed = (x0, r0)`` is a point
+    One network call per iteration; returns the best evaluated iterate, or with ``last`` (the fixed-point
+    methods: one iteration is the naive inverse step) the next, not yet evaluated, iterate of the rows that
+    ran to the cap. ``depth=1`` is the plain fixed-point iteration. ``seed = (x0, r0)`` is a point
     already evaluated whose image is ``x_init`` (the naive warm start is the image of ``x_{i+1}``): it enters
     the history and the record for free, so the first iteration already mixes two points.
 
@@ -413,7 +416,16 @@ def solve_anderson(problem: StepProblem, x_init: Tensor, *, eta, max_iters: int 
                 handed[now[won]] = True
                 mon.active &= ~handed
         mon.close()
-    return mon.best, mon.info() | {"handed": handed & (mon.res > mon.eta)}
+    capped = mon.res > mon.eta
+    return (next_where(capped, x, mon.best) if last else mon.best), mon.info() | {"handed": handed & capped}
+
+
+def next_where(capped: Tensor, x: Tensor, best: Tensor) -> Tensor:
+    """``x`` (the next iterate) in the rows ``capped`` (a CPU mask), ``best`` in the others."""
+    out = best.clone()
+    rows = capped.nonzero().squeeze(1).to(x.device)
+    out[rows] = x[rows].to(out.dtype)
+    return out
 
 
 def _recent_rate(trail: list[Tensor], rows: Tensor, window: int) -> Tensor:
@@ -427,12 +439,12 @@ def _recent_rate(trail: list[Tensor], rows: Tensor, window: int) -> Tensor:
 
 
 # --- L-BFGS on the mean squared residual, and the hybrid ---------------------------------------------
-def _dot(a: Tensor, b: Tensor) -> Tensor:
+def dot(a: Tensor, b: Tensor) -> Tensor:
     """Per-sample inner product, float64 on the CPU."""
     return (a.flatten(1).double() * b.flatten(1).double()).sum(1).cpu()
 
 
-def _two_loop(g: Tensor, pairs: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+def two_loop(g: Tensor, pairs: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
     """L-BFGS direction ``-H g`` per sample from the (s, y) pairs (Nocedal & Wright, Alg. 7.4), and which
     samples had a usable pair at all (the others get ``-g``).
 
@@ -440,33 +452,33 @@ def _two_loop(g: Tensor, pairs: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Te
     sample, and the initial scaling comes from each sample's newest valid pair. Also decoder inversion's.
     """
     q, alphas = g.double(), []
-    sy = [_dot(s, y) for s, y in pairs]  # each a device sync: once per pair
+    sy = [dot(s, y) for s, y in pairs]  # each a device sync: once per pair
     rhos = [torch.where(c > 0, 1 / c.clamp_min(1e-300), 0.0) for c in sy]
     for (s, y), rho in zip(reversed(pairs), reversed(rhos)):
-        a = rho * _dot(s, q)
-        q = q - _rows(a, q) * y.double()
+        a = rho * dot(s, q)
+        q = q - per_row(a, q) * y.double()
         alphas.append(a)
     gamma, found = torch.ones(len(g), dtype=torch.float64), torch.zeros(len(g), dtype=torch.bool)
     for (s, y), c, rho in zip(reversed(pairs), reversed(sy), reversed(rhos)):
         newest = (rho > 0) & ~found
-        gamma = torch.where(newest, c / _dot(y, y).clamp_min(1e-300), gamma)
+        gamma = torch.where(newest, c / dot(y, y).clamp_min(1e-300), gamma)
         found |= newest
-    q = q * _rows(gamma, q)
+    q = q * per_row(gamma, q)
     for (s, y), rho, a in zip(pairs, rhos, reversed(alphas)):
-        q = q + _rows(a - rho * _dot(y, q), q) * s.double()
+        q = q + per_row(a - rho * dot(y, q), q) * s.double()
     return -q.to(g.dtype), found
 
 
 def _armijo(evaluate, mon, idx, xa, fa, ga, d, backtrack: int):
     """Per-sample Armijo backtracking along ``d`` (step quartered, ``backtrack`` times; the last try takes
     any decrease). Returns the steps, the rows that found none, and the accepted values and gradients."""
-    slope = _dot(ga, d)
+    slope = dot(ga, d)
     step = torch.ones(len(idx), dtype=torch.float64)
     pending = torch.arange(len(idx))
     fn, gn = fa.clone(), ga.clone()
     for attempt in range(backtrack + 1):
         sub = idx[pending]
-        xt = xa[pending] + _rows(step[pending], xa) * d[pending]
+        xt = xa[pending] + per_row(step[pending], xa) * d[pending]
         ft, gt = evaluate(xt, sub)
         mon.record(sub, xt, ft)
         ok = ft < fa[pending] if attempt == backtrack else ft <= fa[pending] + 1e-4 * step[pending] * slope[pending]
@@ -508,18 +520,18 @@ def solve_lbfgs(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0,
         idx = mon.idx()
         xa, fa, ga = x[idx], f[idx], g[idx]
         if pairs:
-            d, _ = _two_loop(ga, [(s[idx], y[idx]) for s, y in pairs])
-            d = torch.where(_rows(_dot(ga, d) < 0, d) > 0, d, -ga)  # not a descent direction
+            d, _ = two_loop(ga, [(s[idx], y[idx]) for s, y in pairs])
+            d = torch.where(per_row(dot(ga, d) < 0, d) > 0, d, -ga)  # not a descent direction
         else:
-            d = -ga * _rows(fa / _dot(ga, ga).clamp_min(1e-300), ga)
+            d = -ga * per_row(fa / dot(ga, ga).clamp_min(1e-300), ga)
         step, pending, fn, gn = _armijo(evaluate, mon, idx, xa, fa, ga, d, backtrack)
         moved = torch.ones(len(idx), dtype=torch.bool)
         moved[pending] = False
         s_new, y_new = torch.zeros_like(x), torch.zeros_like(x)
-        s_new[idx] = _rows(step * moved, d) * d
-        y_new[idx] = (gn - ga) * _rows(moved, ga)
+        s_new[idx] = per_row(step * moved, d) * d
+        y_new[idx] = (gn - ga) * per_row(moved, ga)
         x[idx], f[idx], g[idx] = xa + s_new[idx], fn, gn
-        good = _dot(s_new[idx], y_new[idx]) > 1e-12 * _dot(s_new[idx], s_new[idx]).sqrt() * _dot(y_new[idx], y_new[idx]).sqrt()
+        good = dot(s_new[idx], y_new[idx]) > 1e-12 * dot(s_new[idx], s_new[idx]).sqrt() * dot(y_new[idx], y_new[idx]).sqrt()
         if bool(good.any()):
             pairs = (pairs + [(s_new, y_new)])[-history:]
         mon.active[idx[~moved]] = False  # no descent even on a tiny step: at the floor of float precision

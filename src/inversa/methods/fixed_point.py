@@ -4,19 +4,19 @@
 evaluated at the unknown x_i. One evaluation gives both ``g(x)`` and the residual of
 ``x`` (``step(x) - x_{i+1} = -A (g(x) - x)``), so stopping costs nothing extra.
 Variants: ``plain`` iteration, ``average`` (ReNoise: average the outputs of the
-iterations), and ``anderson`` acceleration (type II, per sample).
+iterations), and ``anderson`` acceleration (type II, per sample; the solver of
+:func:`inversa.core.solvers.solve_anderson`, of which ``plain`` is depth 1).
 """
 from __future__ import annotations
 
-import time
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-from inversa.core import samplers
-from inversa.core.solvers import anderson_mix, select_rows
-from inversa.methods import Trace, backwards, register
+from inversa.core.errors import InversaError
+from inversa.core.solvers import Monitor, StepProblem, msr, next_where, per_row, solve_anderson
+from inversa.methods import Recorder, register
 
 VARIANTS = ("plain", "average", "anderson")
 
@@ -24,48 +24,40 @@ VARIANTS = ("plain", "average", "anderson")
 def solve_step(model, x_next: Tensor, t: float, condition, levels, *, iters: int = 10, tol: float = 1e-10,
                variant: str = "anderson", depth: int = 4, average_from: int = 1, guidance=None,
                x_init: Tensor | None = None):
-    """Solve one inverse step by fixed-point iteration with per-sample convergence masks.
+    """Solve one inverse step by ``iters`` fixed-point iterations with per-sample convergence masks.
 
-    Returns ``(x_i, info)``; ``info`` has the last evaluated mean squared residual per
-    sample, iterations and network evaluations. Starts from ``x_init`` or ``x_{i+1}``.
+    Returns ``(x_i, info)``: a sample below ``tol`` (mean squared residual) returns that iterate, one at the
+    cap the next iterate (so one iteration from ``x_{i+1}`` is the naive inverse step); ``info`` has the best
+    evaluated residual and the iterations per sample. Starts from ``x_init`` or ``x_{i+1}``.
     """
     if variant not in VARIANTS:
-        raise ValueError(f"unknown fixed-point variant {variant!r}; expected one of {VARIANTS}")
-    A, B = samplers.coefficients(model.prediction, *levels)
-    x = (x_next if x_init is None else x_init).clone()
-    n = x.shape[0]
-    active = torch.ones(n, dtype=torch.bool)
-    residual = torch.full((n,), float("inf"), dtype=torch.float64)
-    used = torch.zeros(n, dtype=torch.long)
-    hist_x, hist_g, outs = [], [], []
-    for k in range(iters):
-        idx = active.nonzero().squeeze(1)
-        xa, target = x[idx], x_next[idx]
-        w = guidance[idx] if torch.is_tensor(guidance) and guidance.ndim else guidance
-        cond = condition if len(idx) == n else select_rows(condition, idx)
-        out = model.predict(xa, t, cond, w)
-        used[idx] += 1
-        res = (A * xa + B * out - target).flatten(1).pow(2).mean(1).double().cpu()
-        residual[idx] = res
-        g = (target - B * out) / A
-        if variant == "average":
-            full_out = torch.zeros_like(x)
-            full_out[idx] = out
-            outs.append(full_out)
-            if k >= average_from:
-                g = (target - B * torch.stack(outs[average_from:]).mean(0)[idx]) / A
-        if variant == "anderson":  # histories are full-batch; rows of finished samples are never read
-            full_x, full_g = x.clone(), x.clone()
-            full_x[idx], full_g[idx] = xa, g
-            hist_x, hist_g = (hist_x + [full_x])[-depth:], (hist_g + [full_g])[-depth:]
-            if len(hist_x) > 1:
-                g = anderson_mix([h[idx] for h in hist_x], [h[idx] for h in hist_g])
-        done = res < tol
-        x[idx[~done]] = g[~done]
-        active[idx[done]] = False
-        if not active.any():
-            break
-    return x, {"residual": residual, "iters": used}
+        raise InversaError(f"unknown fixed-point variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+    problem = StepProblem(model, t, condition, levels, x_next, guidance)
+    x = x_next if x_init is None else x_init
+    if variant == "average":
+        return _renoise(problem, x, iters, tol, average_from)
+    return solve_anderson(problem, x, eta=tol, max_iters=iters, depth=depth if variant == "anderson" else 1, last=True)
+
+
+def _renoise(problem: StepProblem, x: Tensor, iters: int, tol: float, average_from: int):
+    """ReNoise's averaged fixed point: from iteration ``average_from`` (0-based) on, ``g`` uses the mean of the
+    outputs of the iterations since then."""
+    vdtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    x = x.to(vdtype).clone()
+    mon = Monitor(x, tol, 0.0, iters, 0)
+    total, count = torch.zeros_like(x), torch.zeros(x.shape[0], dtype=torch.long)
+    while mon.active.any():
+        idx = mon.idx()
+        r, out = problem.residual(x[idx], idx)
+        mon.record(idx, x[idx], msr(r))
+        late = mon.iters[idx] > average_from
+        total[idx[late]] += out[late]
+        count[idx[late]] += 1
+        mean = out.clone()
+        mean[late] = total[idx[late]] / per_row(count[idx[late]], out)
+        x[idx] = (problem.target[idx].to(vdtype) - problem.B * mean) / problem.A
+        mon.close()
+    return next_where(mon.res > mon.eta, x, mon.best), mon.info()
 
 
 @register("fixed_point", cost="K NFE per step (K = iters, early stop on tol)")
@@ -73,13 +65,10 @@ def solve_step(model, x_next: Tensor, t: float, condition, levels, *, iters: int
 def invert(model, z0, condition, schedule, *, iters: int = 10, tol: float = 1e-10,
            variant: Literal[VARIANTS] = "anderson", depth: int = 4, average_from: int = 1, keep_trajectory: bool = True):
     """Fixed-point iteration per step, plain / averaged (ReNoise) / Anderson-accelerated."""
-    x, states, steps = z0, [z0], []
-    per_nfe = 2 if condition.guided else 1
-    for i in backwards(schedule, "fixed_point"):
-        start = time.perf_counter()
+    x, rec = z0, Recorder(model, z0)
+    for i in rec.schedule(schedule, "fixed_point"):
         x, info = solve_step(model, x, float(schedule.timesteps[i]), condition, schedule.levels(i), iters=iters,
                              tol=tol, variant=variant, depth=depth, average_from=average_from)
-        states.insert(0, x)
-        steps.insert(0, {"step": i, "residual": info["residual"].tolist(), "iters": info["iters"].tolist(),
-                         "nfe": int(info["iters"].max()) * per_nfe, "seconds": time.perf_counter() - start})
-    return Trace(x, states if keep_trajectory else None, {}, steps)
+        x = x.to(z0.dtype)
+        rec.record(x, residual=info["residual"].tolist(), iters=info["iters"].tolist())
+    return rec.trace(x, keep_trajectory=keep_trajectory)

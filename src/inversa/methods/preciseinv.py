@@ -38,6 +38,7 @@ from inversa.methods.ddpm_edit_friendly import NOISE_MAPS
 
 SAMPLERS = ("ddim", "ddpm")
 PAPER_ETA = {"fast": 1e-2, "precise": 1e-5}
+CAPS = {"hybrid": 200, "newton": 10, "lbfgs": 100, "paper": 100, "gauss_newton": 10, "anderson": 20}  # max_iters=None
 
 
 def paper_lr(model) -> float:
@@ -82,41 +83,41 @@ def solve(model, x_next, t, condition, levels, *, solver="hybrid", eta=None, res
         seed = (x_next, problem.A * x_next + noise - x_next)  # x_next, evaluated: its image is x_init
     else:
         x_init = x_next.clone()
+    cap = CAPS[solver] if max_iters is None else max_iters
     if solver == "paper":  # the baseline stops on the paper's absolute eta only
-        return solve_paper(problem, x_init, z0, levels[0], levels[1], lr=lr or paper_lr(model),
-                           eta=PAPER_ETA["precise"] if eta is None else eta, rtol=rtol,
-                           max_iters=max_iters or 100, patience=0 if patience is None else patience)
+        return solve_paper(problem, x_init, z0, levels[0], levels[1], lr=paper_lr(model) if lr is None else lr,
+                           eta=PAPER_ETA["precise"] if eta is None else eta, rtol=rtol, max_iters=cap,
+                           patience=0 if patience is None else patience)
     goal = targets(model, x_next, eta or 0.0, residual_tol, noise)
     if solver == "lbfgs":
-        return solve_lbfgs(problem, x_init, eta=goal, rtol=rtol, max_iters=max_iters or 100,
-                           patience=10 if patience is None else patience)
+        return solve_lbfgs(problem, x_init, eta=goal, rtol=rtol, max_iters=cap, patience=patience or 10)
     patience = 3 if patience is None else patience
     if solver == "hybrid":
-        return solve_hybrid(problem, x_init, eta=goal, rtol=rtol, max_iters=max_iters or 200, patience=patience,
+        return solve_hybrid(problem, x_init, eta=goal, rtol=rtol, max_iters=cap, patience=patience,
                             krylov=krylov, forcing=forcing, jvp=jvp, depth=depth, seed=seed)
     if solver == "newton":
-        return solve_newton(problem, x_init, eta=goal, rtol=rtol, max_iters=max_iters or 10, patience=patience,
+        return solve_newton(problem, x_init, eta=goal, rtol=rtol, max_iters=cap, patience=patience,
                             krylov=krylov, forcing=forcing, jvp=jvp)
     if solver == "gauss_newton":
-        return solve_gauss_newton(problem, x_init, eta=goal, rtol=rtol, max_iters=max_iters or 10, patience=patience,
+        return solve_gauss_newton(problem, x_init, eta=goal, rtol=rtol, max_iters=cap, patience=patience,
                                   cg_iters=cg_iters, jvp=jvp)
-    return solve_anderson(problem, x_init, eta=goal, max_iters=max_iters or 20, depth=depth, seed=seed)
+    return solve_anderson(problem, x_init, eta=goal, max_iters=cap, depth=depth, seed=seed)
 
 
 @register("preciseinv", cost="(NFE per solver iteration) x iters per step", state=NOISE_MAPS)
 @torch.no_grad()
 def invert(model, z0, condition, schedule, *, solver: Literal[SOLVERS] = "hybrid", residual_tol: float = DEFAULT_TOL,
-           eta: float = -1.0, rtol: float = 0.0,
-           max_iters: int = 0, patience: int = -1, lr: float = 0.0, krylov: int = 8, forcing: float = 1e-3,
+           eta: float | None = None, rtol: float = 0.0, max_iters: int | None = None,
+           patience: int | None = None, lr: float | None = None, krylov: int = 8, forcing: float = 1e-3,
            jvp: Literal[JVPS] = "fd", cg_iters: int = 8, depth: int = 5, warm_start: bool = True,
            sampler: Literal[SAMPLERS] = "ddim", seed: int = 0, keep_trajectory: bool = True):
     """Optimise each step's noisy state so one sampler step maps it onto the solved next state (PreciseInv).
 
-    ``residual_tol`` is the per-step residual relative to the step's scale; ``eta`` >= 0 adds the
-    paper's absolute mean squared target (1e-2 fast, 1e-5 precise; -1: the ``paper`` solver's 1e-5,
-    none for the others). ``max_iters`` caps each solver's iterations (hybrid: ``max_iters`` (default 100)
-    Anderson calls, at most 10 Newton iterations where its probe wins, ``max_iters`` L-BFGS evaluations where
-    both stall).
+    ``residual_tol`` is the per-step residual relative to the step's scale; ``eta`` adds the paper's
+    absolute mean squared target (1e-2 fast, 1e-5 precise; None: the ``paper`` solver's 1e-5, none for
+    the others). ``max_iters`` caps each solver's iterations (None: each solver's own default; hybrid:
+    200 Anderson calls, Newton and L-BFGS within them where Anderson's probe shows they pay; 0: the naive
+    warm start). ``patience`` and ``lr`` (None: each solver's default, the family's paper rate) likewise.
     """
     if sampler not in SAMPLERS:
         raise InversaError(f"unknown preciseinv sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
@@ -124,9 +125,8 @@ def invert(model, z0, condition, schedule, *, solver: Literal[SOLVERS] = "hybrid
         raise InversaError("sampler=ddpm needs a variance-preserving model (flow models have no DDPM step)")
     if residual_tol <= 0:
         raise InversaError(f"residual_tol must be positive, got {residual_tol}")
-    opts = dict(solver=solver, eta=None if eta < 0 else eta, residual_tol=residual_tol, rtol=rtol, max_iters=max_iters or None,
-                patience=None if patience < 0 else patience, lr=lr or None,
-                krylov=krylov, forcing=forcing, jvp=jvp, cg_iters=cg_iters, depth=depth, warm_start=warm_start)
+    opts = dict(solver=solver, eta=eta, residual_tol=residual_tol, rtol=rtol, max_iters=max_iters, patience=patience,
+                lr=lr, krylov=krylov, forcing=forcing, jvp=jvp, cg_iters=cg_iters, depth=depth, warm_start=warm_start)
     n = z0.shape[0]
     gen = torch.Generator().manual_seed(seed)
     x, states, steps = z0, [z0], []

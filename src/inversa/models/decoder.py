@@ -23,7 +23,7 @@ from torch import Tensor
 
 from inversa.core.errors import InversaError
 from inversa.core.metrics import psnr
-from inversa.core.solvers import _dot, _rows, _two_loop
+from inversa.core.solvers import dot, per_row, two_loop
 
 
 @dataclass
@@ -64,21 +64,21 @@ def _objective(model, images: Tensor, z0: Tensor, reg: float):
 
 def _direction(z: Tensor, g: Tensor, S: list, Y: list, idx: Tensor) -> Tensor:
     """The L-BFGS direction of rows ``idx``; no curvature yet: a first step of 1e-2 of the latent's norm."""
-    d, curved = _two_loop(g[idx], [(s[idx], y[idx]) for s, y in zip(S, Y)])
+    d, curved = two_loop(g[idx], [(s[idx], y[idx]) for s, y in zip(S, Y)])
     first = 1e-2 * z[idx].flatten(1).norm(dim=1) / d.flatten(1).norm(dim=1).clamp_min(1e-30)
     size = torch.where(curved, 1.0, first.cpu())
-    return d * _rows(size, d)
+    return d * per_row(size, d)
 
 
 def _armijo(value_and_grad, z: Tensor, f: Tensor, g: Tensor, idx: Tensor, d: Tensor):
     """Armijo backtracking along ``d``, per sample: the rows' (z, f, g) after the search, and which rows moved."""
-    slope = _dot(g[idx], d)
+    slope = dot(g[idx], d)
     t = torch.ones(len(idx), dtype=torch.float64)
     new_z, new_f, new_g = z[idx].clone(), f[idx].clone(), g[idx].clone()
     pending = torch.arange(len(idx))
     for _ in range(20):
         rows = idx[pending]
-        trial = z[rows] + _rows(t[pending], d) * d[pending]
+        trial = z[rows] + per_row(t[pending], d) * d[pending]
         ft, gt = value_and_grad(trial, rows)
         ok = ft <= f[rows] + 1e-4 * t[pending] * slope[pending]
         new_z[pending[ok]], new_f[pending[ok]], new_g[pending[ok]] = trial[ok], ft[ok], gt[ok]
@@ -93,7 +93,7 @@ def _armijo(value_and_grad, z: Tensor, f: Tensor, g: Tensor, idx: Tensor, d: Ten
 
 def _pair(z: Tensor, idx: Tensor, s: Tensor, y: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
     """One full-batch curvature pair; rows not kept (no move, or failed the curvature test) are zero."""
-    keep = keep & (_dot(s, y) > 1e-12 * _dot(y, y).clamp_min(1e-300))
+    keep = keep & (dot(s, y) > 1e-12 * dot(y, y).clamp_min(1e-300))
     full_s, full_y = torch.zeros_like(z), torch.zeros_like(z)
     full_s[idx[keep]], full_y[idx[keep]] = s[keep], y[keep]
     return full_s, full_y
