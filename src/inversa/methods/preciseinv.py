@@ -24,7 +24,6 @@ solver's default and its only rule). A sample stops at whichever target it reach
 """
 from __future__ import annotations
 
-import time
 from typing import Literal
 
 import torch
@@ -33,7 +32,7 @@ from inversa.core import samplers
 from inversa.core.errors import InversaError
 from inversa.core.solvers import (JVPS, SOLVERS, StepProblem, msr, solve_anderson, solve_gauss_newton, solve_hybrid,
     solve_lbfgs, solve_newton, solve_paper)
-from inversa.methods import Trace, backwards, register
+from inversa.methods import Recorder, register
 from inversa.methods.ddpm_edit_friendly import NOISE_MAPS
 
 SAMPLERS = ("ddim", "ddpm")
@@ -129,10 +128,9 @@ def invert(model, z0, condition, schedule, *, solver: Literal[SOLVERS] = "hybrid
                 lr=lr, krylov=krylov, forcing=forcing, jvp=jvp, cg_iters=cg_iters, depth=depth, warm_start=warm_start)
     n = z0.shape[0]
     gen = torch.Generator().manual_seed(seed)
-    x, states, steps = z0, [z0], []
+    x, rec = z0, Recorder(model, z0)
     maps = torch.zeros(len(schedule), *z0.shape, dtype=z0.dtype, device=z0.device) if sampler == "ddpm" else None
-    for i in backwards(schedule, f"preciseinv[{solver}]"):
-        start, nfe0 = time.perf_counter(), model.nfe
+    for i in rec.schedule(schedule, f"preciseinv[{solver}]"):
         levels, t = schedule.levels(i), float(schedule.timesteps[i])
         noise = samplers.ddpm_noise(*levels) if sampler == "ddpm" else 0.0
         if noise > 0.0:  # closed form: fresh x_i from q(x_i | z0), noise map from the DDPM step
@@ -144,8 +142,5 @@ def invert(model, z0, condition, schedule, *, solver: Literal[SOLVERS] = "hybrid
         else:
             x_i, info = solve(model, x, t, condition, levels, z0=z0, **opts)
         x = x_i.to(z0.dtype)
-        states.insert(0, x)
-        steps.insert(0, {"step": i, "residual": info["residual"].tolist(), "iters": info["iters"].tolist(),
-                         "nfe": (model.nfe - nfe0) / n, "seconds": time.perf_counter() - start})
-    state = {"noise_maps": maps} if maps is not None else {}
-    return Trace(x, states if keep_trajectory else None, state, steps)
+        rec.record(x, residual=info["residual"].tolist(), iters=info["iters"].tolist())
+    return rec.trace(x, {"noise_maps": maps} if maps is not None else {}, keep_trajectory)
