@@ -9,7 +9,6 @@ to the square without cropping.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Callable

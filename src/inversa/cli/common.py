@@ -5,6 +5,7 @@ import argparse
 import ast
 import os
 import sys
+import time
 
 from inversa.core.errors import InversaError
 
@@ -21,6 +22,19 @@ def parse_options(pairs: list[str] | None) -> dict:
         except (ValueError, SyntaxError):
             out[key] = value
     return out
+
+
+def invert_and_replay(args, model, batch, decoder_inversion):
+    """``inversa invert``'s inversion of ``batch`` and its stock replay: (inversion, replayed latent, decoded
+    replay, replay seconds); images and clips alike."""
+    from inversa.inversion.api import invert, reconstruct
+
+    inv = invert(model, batch, args.prompt, method=args.method, steps=args.steps, guidance=args.guidance,
+                 negative=args.negative, spacing=args.spacing, strength=args.strength,
+                 decoder_inversion=decoder_inversion, **parse_options(args.opt))
+    start = time.perf_counter()
+    z_hat = reconstruct(model, inv, steps=args.sample_steps, decode=False)
+    return inv, z_hat, model.decode(z_hat), time.perf_counter() - start
 
 
 def decoder_request(args) -> bool | dict:

@@ -4,10 +4,9 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import time
 
 from inversa.cli import common
-from inversa.cli.common import add_invert_args, add_model_args, decoder_request, default_model, parse_options, print_notes
+from inversa.cli.common import add_invert_args, add_model_args, decoder_request, default_model, print_notes
 from inversa.core.checks import IMAGE_OUTPUTS
 from inversa.core.errors import InversaError
 
@@ -34,7 +33,6 @@ def run_invert(args) -> int:
     import torch
 
     from inversa.core.metrics import summary
-    from inversa.inversion.api import invert, reconstruct
     from inversa.io.images import load_image
     from inversa.io.prompts import prompt_notes
     from inversa.models.model import image_size
@@ -51,19 +49,14 @@ def run_invert(args) -> int:
     notes += prompt_notes(model, [args.prompt, args.negative])
     model.check_size(*images.shape[-2:])  # a refused size is the one line, without the notes before it
     print_notes(notes)
-    inv = invert(model, images, args.prompt, method=args.method, steps=args.steps, guidance=args.guidance,
-                 negative=args.negative, spacing=args.spacing, strength=args.strength,
-                 decoder_inversion=decoder_inversion, **parse_options(args.opt))
-    start = time.perf_counter()
-    z_hat = reconstruct(model, inv, steps=args.sample_steps, decode=False)
-    recon = model.decode(z_hat)
+    inv, z_hat, recon, seconds = common.invert_and_replay(args, model, images, decoder_inversion)
     metrics = summary(images, recon, inv.z0, z_hat)
     # the best any inversion of E(x) can do, and (with --decoder-inversion) of the fitted latent
     ceilings = {"vae_ceiling_psnr": "roundtrip_psnr", "decoder_ceiling_psnr": "decoder_psnr"}
     metrics.update({k: fmean(inv.stats[v]) for k, v in ceilings.items() if v in inv.stats})
     if "decoder_psnr" not in inv.stats:
         metrics["vae_ceiling_psnr"] = summary(images, model.decode(inv.z0))["psnr"]
-    metrics.update(inv.stats, method=inv.method, steps=inv.num_steps, reconstruct_seconds=time.perf_counter() - start)
+    metrics.update(inv.stats, method=inv.method, steps=inv.num_steps, reconstruct_seconds=seconds)
     path = _write_invert(args, inv, images, recon, metrics)
     print(f"{inv.method} {inv.num_steps} steps: psnr {metrics['psnr']:.2f} dB  ssim {metrics['ssim']:.4f}  "
           f"latent_mse {metrics['latent_mse']:.3e}  (vae ceiling {metrics['vae_ceiling_psnr']:.2f} dB"

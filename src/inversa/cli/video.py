@@ -8,14 +8,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 import torch
 
 from inversa.core.errors import InversaError
-from inversa.io.video import DEFAULT_FPS, clip_output, is_clip, load_clip, save_clip
-
-FPS = {"wan": 16.0, "cogvideox": 8.0}  # what the pipelines' examples export at
+from inversa.io.video import clip_output, is_clip, load_clip, save_clip
 
 
 def refuse_clips(model, paths: list[str]) -> None:
@@ -48,15 +45,14 @@ def load_clips(model, paths: list[str], size: int | None, frames: int | None, no
         raise InversaError("clips in one batch must share frame count and size: " +
                            ", ".join(f"{p} {c.shape[2]}x{c.shape[4]}x{c.shape[3]}" for p, c in zip(paths, clips)))
     model.as_clip(clips[0])  # frame rule and size, before any network runs
-    return torch.cat(clips), fps or FPS.get(model.family, DEFAULT_FPS)
+    return torch.cat(clips), fps or model.fps
 
 
 def run_invert(args, model, decoder_inversion) -> int:
     from statistics import fmean
 
-    from inversa.cli.common import parse_options, print_notes
+    from inversa.cli.common import invert_and_replay, print_notes
     from inversa.core.video_metrics import clip_summary
-    from inversa.inversion.api import invert, reconstruct
     from inversa.io.outputs import staged, unique_stems
     from inversa.io.prompts import prompt_notes
     from inversa.models.model import image_size
@@ -64,18 +60,12 @@ def run_invert(args, model, decoder_inversion) -> int:
     notes: list[str] = []
     clips, fps = load_clips(model, args.images, image_size(model, args.size), args.frames, notes)
     print_notes(notes + prompt_notes(model, [args.prompt, args.negative]))
-    inv = invert(model, clips, args.prompt, method=args.method, steps=args.steps, guidance=args.guidance,
-                 negative=args.negative, spacing=args.spacing, strength=args.strength,
-                 decoder_inversion=decoder_inversion, **parse_options(args.opt))
-    start = time.perf_counter()
-    z_hat = reconstruct(model, inv, steps=args.sample_steps, decode=False)
-    recon = model.decode(z_hat)
+    inv, z_hat, recon, seconds = invert_and_replay(args, model, clips, decoder_inversion)
     metrics = clip_summary(clips, recon, inv.z0, z_hat)
     if "decoder_psnr" in inv.stats:
         metrics["decoder_ceiling_psnr"] = fmean(inv.stats["decoder_psnr"])
     metrics["vae_ceiling_psnr"] = clip_summary(clips, model.decode(inv.z0))["psnr"]
-    metrics.update(inv.stats, method=inv.method, steps=inv.num_steps, fps=fps,
-                   reconstruct_seconds=time.perf_counter() - start)
+    metrics.update(inv.stats, method=inv.method, steps=inv.num_steps, fps=fps, reconstruct_seconds=seconds)
     path = os.path.join(args.output, "inversion.safetensors")
     with staged() as stage:  # the inversion, metrics and clips appear together
         inv.save(stage(path))
@@ -96,7 +86,7 @@ def write_reconstruction(model, recon: torch.Tensor, output: str) -> str:
     """Clips of ``reconstruct`` to ``output`` (video file by extension, else frames; ``x.png`` -> folder ``x``)."""
     target = clip_output(output)
     root, ext = os.path.splitext(target)
-    fps = FPS.get(model.family, DEFAULT_FPS)
+    fps = model.fps
     for k in range(recon.shape[0]):
         save_clip(recon[k], target if recon.shape[0] == 1 else f"{root}_{k}{ext}", fps)
     return target

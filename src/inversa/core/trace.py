@@ -29,13 +29,6 @@ def step_info(i: int, nfe: float, seconds: float, **extra) -> dict:
     return {"step": i, "nfe": nfe, "seconds": seconds, **extra}
 
 
-def backwards(schedule, desc: str):
-    """Step indices from the clean end to the noise, with a progress bar on stderr."""
-    from tqdm.auto import tqdm
-
-    return tqdm(list(reversed(range(len(schedule)))), desc=desc, leave=False, disable=None, unit="step")
-
-
 class Recorder:
     """Per-step time, NFE (the model's counter / batch size) and the trajectory of one method's loop.
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 from inversa.core.errors import InversaError
-from inversa.core.trace import Recorder, Trace, backwards, step_info  # noqa: F401 - the methods' loop helpers
+from inversa.core.trace import Recorder, Trace  # noqa: F401 - the methods' loop helpers
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from inversa.core.errors import InversaError
-from inversa.core.types import Embeds, Schedule
+from inversa.core.types import Embeds
 from inversa.models.model import Model
 
 SUPPORTED = ("StableDiffusion 1.x/2.x, StableDiffusionXL (incl. Turbo), LatentConsistencyModel, StableDiffusion3, FLUX.1"

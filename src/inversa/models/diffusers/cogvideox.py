@@ -33,6 +33,7 @@ from_pipeline = to_pipeline  # the same swap of dims 1 and 2
 
 class CogVideoXModel(VideoMixin, SDModel):
     family = "cogvideox"
+    fps = 8.0  # what the pipeline's examples export at
     stock_sampler = "CogVideoXDDIMScheduler"
 
     def __init__(self, pipe, name: str = "", embedded_guidance: float | None = None):

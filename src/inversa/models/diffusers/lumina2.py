@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from inversa.core.types import Condition, Embeds, Schedule
+from inversa.core.types import Embeds, Schedule
 from inversa.models.diffusers.sd3 import SD3Model, calculate_shift
 
 

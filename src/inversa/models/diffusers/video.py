@@ -27,6 +27,7 @@ class VideoMixin:
 
     video = True
     temporal = 4  # the VAE's temporal compression
+    fps = 16.0  # written clips' frame rate where the input had none (a family sets its pipeline's)
 
     def frame_step(self) -> int:
         """Valid clips have ``frame_step() * k + 1`` frames (k >= 0)."""

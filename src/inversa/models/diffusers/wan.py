@@ -24,6 +24,7 @@ from inversa.models.diffusers.video import VideoMixin
 class WanModel(VideoMixin, SD3Model):
     family = "wan"
     prediction = "flow"
+    fps = 16.0  # what the pipeline's examples export at
     stock_sampler = "FlowMatchEulerDiscreteScheduler"
 
     def __init__(self, pipe, name: str = "", embedded_guidance: float | None = None):
