@@ -78,8 +78,10 @@ class DiffusersModel(Model):
     # images ---------------------------------------------------------------
     @property
     def latent_multiple(self) -> int:
-        """Latent sides must be multiples of this (UNet downsampling, transformer patches)."""
-        raise NotImplementedError
+        """Latent sides must be multiples of this: the transformer's (spatial) patch size; a UNet family gives
+        its downsampling, a packing one its packing."""
+        patch = self.net.config.patch_size
+        return int(patch[-1] if isinstance(patch, (list, tuple)) else patch)
 
     @property
     def latent_channels(self) -> int | None:
@@ -94,7 +96,8 @@ class DiffusersModel(Model):
                                f"both sides must be positive multiples of {k} (use --size)")
 
     def default_size(self) -> int:
-        size = self.net.config.sample_size
+        """The pipeline's default height: its ``default_sample_size`` latents, else the network's sample size."""
+        size = getattr(self.pipe, "default_sample_size", None) or self.net.config.sample_size
         size = size[0] if isinstance(size, (list, tuple)) else size
         return int(size) * self.vae_scale
 

@@ -54,10 +54,6 @@ class CogVideoXModel(VideoMixin, SDModel):
         return 2 * self.temporal  # an even latent count would decode to 4n frames
 
     @property
-    def latent_multiple(self) -> int:
-        return int(self.net.config.patch_size)
-
-    @property
     def max_sequence_length(self) -> int:
         return int(self.net.config.max_text_seq_length)
 

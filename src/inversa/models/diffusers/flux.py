@@ -66,9 +66,6 @@ class FluxModel(SD3Model):
     def latent_multiple(self) -> int:
         return 2  # 2x2 packing
 
-    def default_size(self) -> int:
-        return int(self.pipe.default_sample_size) * self.vae_scale
-
     def encode_prompt(self, prompts: list[str]) -> Embeds:
         with torch.no_grad():
             hidden, pooled, _ = self.pipe.encode_prompt(prompt=prompts, prompt_2=None, device=self.device,

@@ -40,13 +40,6 @@ class HiDreamModel(SD3Model):
     def accepts(cls, pipe) -> bool:
         return type(getattr(pipe, "transformer", None)).__name__ == "HiDreamImageTransformer2DModel"
 
-    @property
-    def latent_multiple(self) -> int:
-        return self.net.config.patch_size
-
-    def default_size(self) -> int:
-        return int(self.pipe.default_sample_size) * self.vae_scale
-
     # text -----------------------------------------------------------------
     def encode_prompt(self, prompts: list[str]) -> Embeds:
         with torch.no_grad():

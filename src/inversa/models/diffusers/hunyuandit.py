@@ -40,13 +40,6 @@ class HunyuanDiTModel(SDModel):
     def accepts(cls, pipe) -> bool:
         return type(getattr(pipe, "transformer", None)).__name__ == "HunyuanDiT2DModel"
 
-    @property
-    def latent_multiple(self) -> int:
-        return self.net.config.patch_size
-
-    def default_size(self) -> int:
-        return int(self.pipe.default_sample_size) * self.vae_scale
-
     # text -----------------------------------------------------------------
     def encode_prompt(self, prompts: list[str]) -> Embeds:
         """BERT (77 tokens) and mT5 (256 tokens) states as the call encodes them, in one padded tensor."""

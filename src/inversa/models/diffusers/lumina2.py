@@ -33,10 +33,6 @@ class Lumina2Model(SD3Model):
     def accepts(cls, pipe) -> bool:
         return type(getattr(pipe, "transformer", None)).__name__ == "Lumina2Transformer2DModel"
 
-    @property
-    def latent_multiple(self) -> int:
-        return self.net.config.patch_size
-
     def encode_prompt(self, prompts: list[str]) -> Embeds:
         with torch.no_grad():
             out = self.pipe.encode_prompt(prompt=prompts, device=self.device, do_classifier_free_guidance=False,

@@ -44,10 +44,6 @@ class PixArtModel(SDModel):
     def accepts(cls, pipe) -> bool:
         return type(getattr(pipe, "transformer", None)).__name__ == "PixArtTransformer2DModel"
 
-    @property
-    def latent_multiple(self) -> int:
-        return self.net.config.patch_size
-
     # text -----------------------------------------------------------------
     def clean_caption(self) -> bool:
         """As ``__call__``: its default ``clean_caption=True`` holds only where bs4 and ftfy are installed."""

@@ -60,9 +60,6 @@ class QwenImageModel(SD3Model):
     def latent_multiple(self) -> int:
         return 2  # 2x2 packing
 
-    def default_size(self) -> int:
-        return int(self.pipe.default_sample_size) * self.vae_scale
-
     def _stats(self, like: Tensor) -> tuple[Tensor, Tensor]:
         cfg = self.vae.config
         mean = torch.tensor(cfg.latents_mean).view(1, -1, 1, 1).to(like)

@@ -46,10 +46,6 @@ class SanaModel(DiffusersModel):
     def accepts(cls, pipe) -> bool:
         return type(getattr(pipe, "transformer", None)).__name__ == "SanaTransformer2DModel"
 
-    @property
-    def latent_multiple(self) -> int:
-        return self.net.config.patch_size
-
     def encode(self, images: Tensor) -> Tensor:
         """DC-AE encodes to a plain latent (no distribution), scaled by ``scaling_factor``."""
         self.check_size(images.shape[-2], images.shape[-1])

@@ -28,7 +28,9 @@ class SDModel(DiffusersModel):
 
     @property
     def latent_multiple(self) -> int:
-        return 2 ** (len(self.net.config.block_out_channels) - 1)
+        """A UNet's downsampling; a transformer on this schedule (PixArt, HunyuanDiT, CogVideoX): its patch."""
+        blocks = self.net.config.get("block_out_channels")
+        return 2 ** (len(blocks) - 1) if blocks else super().latent_multiple
 
     def stock_scheduler(self, spacing: str | None = None):
         """The pipeline's scheduler config as DDIM with eta 0 (no x0 clipping: latents are unbounded)."""

@@ -41,10 +41,6 @@ class SD3Model(DiffusersModel):
     def accepts(cls, pipe) -> bool:
         return getattr(pipe, "transformer", None) is not None
 
-    @property
-    def latent_multiple(self) -> int:
-        return self.net.config.patch_size
-
     def encode_prompt(self, prompts: list[str]) -> Embeds:
         out = self.pipeline_prompt(prompts)
         return Embeds(out[0].float(), out[2].float())

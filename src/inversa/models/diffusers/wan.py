@@ -42,10 +42,6 @@ class WanModel(VideoMixin, SD3Model):
     def accepts(cls, pipe) -> bool:
         return type(pipe).__name__ == "WanPipeline"
 
-    @property
-    def latent_multiple(self) -> int:
-        return int(self.net.config.patch_size[-1])
-
     def normalise(self, z: Tensor) -> Tensor:
         return (z - self.latents_mean.to(z)) / self.latents_std.to(z)
 
