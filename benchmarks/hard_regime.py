@@ -48,7 +48,7 @@ def methods(scale: float):
             ("preciseinv anderson", "preciseinv", {"solver": "anderson"}, "max_iters", c(50, 200)),
             ("preciseinv lbfgs", "preciseinv", {"solver": "lbfgs"}, "max_iters", c(100)),
             *((DEFAULT, "preciseinv", {"eta": eta}, "max_iters", [None]) for eta in (1e-5, 1e-6)),  # paper's: 1e-5
-            (DEFAULT, "preciseinv", {}, "max_iters", [*c(10, 20, 50, 100), None])]  # None: the default cap, 200
+            (DEFAULT, "preciseinv", {}, "max_iters", [*c(2, 5, 10, 20, 50, 100), None])]  # None: the default cap, 200
 
 
 def envelope(rows, slack: float = ENVELOPE_SLACK, cost: str = "seconds"):
