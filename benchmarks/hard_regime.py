@@ -225,11 +225,12 @@ def verdict(rows):
 
 def markdown(rows, args) -> str:
     lines = [f"# Hard-regime benchmark\n\n`PYTHONPATH=src python benchmarks/hard_regime.py {args.cmd}`\n",
-             f"Settings: batch {args.batch}, oracle {max(args.batch, 2)} (photos: {', '.join(PHOTOS[:args.batch])}; 64 px, 32x32 latents), "
+             f"Settings: batch {args.batch}, oracle {max(args.batch, 2)} (photos: {', '.join(PHOTOS[:args.batch])}; novel: "
+             f"{', '.join(NOVEL[:args.batch])}; 64 px, 32x32 latents), "
              f"float32 pipelines / float64 oracle, {args.threads} thread(s), defaults of every method except the cap "
              "column (fixed_point `iters`, preciseinv `max_iters`; hybrid: <= cap Anderson calls in all, one Newton "
              "probe where Anderson slows, <= 10 Newton iterations where the probe wins, L-BFGS where Newton or Anderson "
-             "stall; default cap 100); default preciseinv stopping rule `residual_tol=1e-9` (relative, floored at 25 "
+             "stall; default cap 200); default preciseinv stopping rule `residual_tol=1e-9` (relative, floored at 25 "
              "dtype eps, float32: 3.0e-6) unless the column says otherwise, "
              "paper solver `eta=1e-5` (precise preset), lr by family. Latent MSE and x_T error: worst sample of the "
              "batch. Wall time: fastest of up to 5 repeats for runs under 1 s. "
