@@ -35,6 +35,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from inversa.core.errors import InversaError
+
 SOLVERS = ("hybrid", "newton", "lbfgs", "paper", "gauss_newton", "anderson")
 JVPS = ("fd", "forward")
 
@@ -104,7 +106,7 @@ class StepProblem:
                 tangent = fwad.unpack_dual(self.output(fwad.make_dual(x, v), idx)).tangent
             return self.A * v + self.B * tangent
         if mode != "fd":
-            raise ValueError(f"unknown jvp mode {mode!r}; expected one of {JVPS}")
+            raise InversaError(f"unknown jvp mode {mode!r}; expected one of {JVPS}")
         eps = torch.finfo(getattr(self.model, "dtype", x.dtype)).eps
         vn = v.flatten(1).norm(dim=1).clamp_min(1e-30)
         h = math.sqrt(eps) * (1.0 + x.flatten(1).norm(dim=1)) / vn

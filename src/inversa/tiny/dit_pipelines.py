@@ -10,6 +10,7 @@ import string
 
 import torch
 
+from inversa.core.errors import InversaError
 from inversa.tiny.vocab import BASIC_WORDS
 
 DIT_FAMILIES = ("sana", "pixart", "hunyuandit")
@@ -165,4 +166,4 @@ def build(family: str, seed: int = 0):
         return _pixart(seed)
     if family == "hunyuandit":
         return _hunyuandit(seed)
-    raise ValueError(f"unknown family {family!r}; expected one of {DIT_FAMILIES}")
+    raise InversaError(f"unknown family {family!r}; expected one of {DIT_FAMILIES}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from inversa.core.errors import InversaError
 from inversa.tiny.chat_tokenizer import make_qwen_tokenizer
 
 FLOW_FAMILIES = ("flux2", "flux2-klein", "qwenimage", "chroma", "kontext", "lumina2", "zimage", "hidream")
@@ -231,5 +232,5 @@ BUILDERS = {"hidream": hidream, "flux2": flux2_dev, "zimage": zimage, "lumina2":
 
 def build(family: str, seed: int = 0):
     if family not in BUILDERS:
-        raise ValueError(f"no tiny {family!r} pipeline yet; built: {', '.join(BUILDERS)}")
+        raise InversaError(f"no tiny {family!r} pipeline yet; built: {', '.join(BUILDERS)}")
     return BUILDERS[family](seed)

@@ -10,6 +10,7 @@ import tempfile
 
 import torch
 
+from inversa.core.errors import InversaError
 from inversa.tiny.flow_pipelines import FLOW_FAMILIES
 from inversa.tiny.flow_pipelines import build as build_flow
 from inversa.tiny.parts import _flux, _text_encoder, _unet, _vae
@@ -69,7 +70,7 @@ def build_pipeline(family: str, seed: int = 0):
         return build(family, seed)
     if family in VIDEO:
         return build_video(family, seed)
-    raise ValueError(f"unknown family {family!r}; expected one of {VARIANTS}")
+    raise InversaError(f"unknown family {family!r}; expected one of {VARIANTS}")
 
 
 def save_pipeline(family: str, folder: str | None = None, seed: int = 0) -> str:

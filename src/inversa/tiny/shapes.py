@@ -14,6 +14,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from inversa.core.errors import InversaError
+
 SIZE = 64
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30), "green": (30, 160, 50), "blue": (30, 60, 220), "yellow": (240, 220, 30),
@@ -92,7 +94,7 @@ def nominal(shape: str, colour: str, size: str, position: str, background: str =
 def random_spec(rng: np.random.Generator, split: str = "train") -> ShapeSpec:
     """Draw a spec; ``split`` is 'train' (no held-out triple), 'heldout' (only those) or 'all'."""
     if split not in ("train", "heldout", "all"):
-        raise ValueError(f"split must be train, heldout or all, not {split!r}")
+        raise InversaError(f"split must be train, heldout or all, not {split!r}")
     names = list(COLOURS)
     if split == "heldout":
         held = sorted(HELDOUT)
@@ -129,7 +131,7 @@ def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, fl
         angles = np.pi / 2 + np.arange(10) * np.pi / 5
         radii = [outer if k % 2 == 0 else inner for k in range(10)]
         return [(cx + rad * np.cos(a), cy - rad * np.sin(a)) for rad, a in zip(radii, angles)]
-    raise ValueError(f"unknown shape {shape!r}")
+    raise InversaError(f"unknown shape {shape!r}")
 
 
 def coverage(spec: ShapeSpec, size: int = SIZE) -> np.ndarray:
@@ -189,7 +191,7 @@ def parse_caption(caption: str) -> ShapeSpec:
     """The nominal (unjittered) spec a caption names; ValueError if it is not one of ours."""
     m = _CAPTION.match(caption.strip())
     if not m:
-        raise ValueError(f"not a shapes caption: {caption!r}")
+        raise InversaError(f"not a shapes caption: {caption!r}")
     bg = m["bg"].split()
     if len(bg) == 2 and bg[1] == "gradient":
         background_type, colours = "gradient", (bg[0],)
@@ -198,7 +200,7 @@ def parse_caption(caption: str) -> ShapeSpec:
     elif len(bg) == 1:
         background_type, colours = "plain", (bg[0],)
     else:
-        raise ValueError(f"unknown background in {caption!r}")
+        raise InversaError(f"unknown background in {caption!r}")
     return nominal(m["shape"], m["colour"], m["size"], m["position"], background_type, colours)
 
 
