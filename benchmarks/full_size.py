@@ -89,7 +89,7 @@ def build_pipeline(spec: dict, net, dtype: torch.dtype, device: str):
     import diffusers
     from diffusers import AutoencoderKL
 
-    from inversa.tiny.parts import _t5_encoder, _text_encoder
+    from inversa.tiny.parts import random_t5_encoder, random_text_encoder
     from inversa.tiny.vocab import make_t5_tokenizer, make_tokenizer
 
     vae_spec = spec["vae"]
@@ -107,9 +107,9 @@ def build_pipeline(spec: dict, net, dtype: torch.dtype, device: str):
             parts[f"text_encoder{suffix}"] = parts[f"tokenizer{suffix}"] = None
         elif enc["kind"] == "t5":
             tok = make_t5_tokenizer()
-            parts[f"text_encoder{suffix}"], parts[f"tokenizer{suffix}"] = _t5_encoder(tok, enc["hidden"], seed=i), tok
+            parts[f"text_encoder{suffix}"], parts[f"tokenizer{suffix}"] = random_t5_encoder(tok, enc["hidden"], seed=i), tok
         else:
-            parts[f"text_encoder{suffix}"] = _text_encoder(clip_tok, enc["hidden"], enc.get("projection"), seed=i)
+            parts[f"text_encoder{suffix}"] = random_text_encoder(clip_tok, enc["hidden"], enc.get("projection"), seed=i)
             parts[f"tokenizer{suffix}"] = clip_tok
     if spec["pipeline"] == "StableDiffusionPipeline":
         parts.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)

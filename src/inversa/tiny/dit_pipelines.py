@@ -94,7 +94,7 @@ def _pixart(seed: int):
     """PixArtSigmaPipeline: T5 text (mask kept), a learned-sigma DiT, PixArt-Sigma's DPM-Solver++ config."""
     import diffusers as d
 
-    from inversa.tiny.parts import _t5_encoder, _vae
+    from inversa.tiny.parts import random_t5_encoder, random_vae
     from inversa.tiny.vocab import make_t5_tokenizer
 
     torch.manual_seed(seed)
@@ -108,7 +108,7 @@ def _pixart(seed: int):
                                           solver_order=2, solver_type="midpoint", steps_offset=0,
                                           timestep_spacing="linspace", num_train_timesteps=1000)
     tok = make_t5_tokenizer()
-    return d.PixArtSigmaPipeline(tokenizer=tok, text_encoder=_t5_encoder(tok, 32, seed), vae=_vae(seed), transformer=net,
+    return d.PixArtSigmaPipeline(tokenizer=tok, text_encoder=random_t5_encoder(tok, 32, seed), vae=random_vae(seed), transformer=net,
                                  scheduler=sched)
 
 
@@ -139,7 +139,7 @@ def _hunyuandit(seed: int):
     """HunyuanDiTPipeline: BERT (77 tokens) + mT5 (256 tokens), a skip-connected learned-sigma DiT, v-prediction DDPM."""
     import diffusers as d
 
-    from inversa.tiny.parts import _t5_encoder
+    from inversa.tiny.parts import random_t5_encoder
     from inversa.tiny.vocab import make_t5_tokenizer
 
     torch.manual_seed(seed)
@@ -155,7 +155,7 @@ def _hunyuandit(seed: int):
     t5_tok = make_t5_tokenizer()
     return d.HunyuanDiTPipeline(vae=_vae8(seed), text_encoder=bert, tokenizer=tok, transformer=net, scheduler=sched,
                                 safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-                                text_encoder_2=_t5_encoder(t5_tok, 32, seed + 1), tokenizer_2=t5_tok)
+                                text_encoder_2=random_t5_encoder(t5_tok, 32, seed + 1), tokenizer_2=t5_tok)
 
 
 def build(family: str, seed: int = 0):

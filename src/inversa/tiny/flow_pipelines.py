@@ -92,7 +92,7 @@ def chroma(seed: int = 0):
     """ChromaPipeline: FLUX.1's tiny layout with a T5 encoder only and no guidance embedding."""
     import diffusers as d
 
-    from inversa.tiny.parts import _t5_encoder, _vae
+    from inversa.tiny.parts import random_t5_encoder, random_vae
     from inversa.tiny.vocab import make_t5_tokenizer
 
     torch.manual_seed(seed)
@@ -100,11 +100,11 @@ def chroma(seed: int = 0):
                                      num_attention_heads=2, joint_attention_dim=32, axes_dims_rope=(2, 2, 4),
                                      approximator_num_channels=16, approximator_hidden_dim=32,
                                      approximator_layers=1).eval()
-    vae = _vae(seed, shift_factor=0.1159, scaling_factor=0.3611, use_quant_conv=False, use_post_quant_conv=False)
+    vae = random_vae(seed, shift_factor=0.1159, scaling_factor=0.3611, use_quant_conv=False, use_post_quant_conv=False)
     tok = make_t5_tokenizer()
     sched = d.FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
                                               base_image_seq_len=256, max_image_seq_len=4096)
-    return d.ChromaPipeline(scheduler=sched, vae=vae, text_encoder=_t5_encoder(tok, 32, seed), tokenizer=tok,
+    return d.ChromaPipeline(scheduler=sched, vae=vae, text_encoder=random_t5_encoder(tok, 32, seed), tokenizer=tok,
                             transformer=net)
 
 
@@ -114,10 +114,10 @@ def kontext(seed: int = 0):
 
     import tempfile
 
-    from inversa.tiny.parts import _flux
+    from inversa.tiny.parts import random_flux
     from inversa.tiny.vocab import make_tokenizer
 
-    parts = _flux(make_tokenizer(tempfile.mkdtemp(prefix="inversa-tok-")), seed, schnell=False).components
+    parts = random_flux(make_tokenizer(tempfile.mkdtemp(prefix="inversa-tok-")), seed, schnell=False).components
     return d.FluxKontextPipeline(**parts)
 
 
@@ -127,7 +127,7 @@ def lumina2(seed: int = 0):
     from transformers import Gemma2Config, Gemma2Model
 
     from inversa.tiny.chat_tokenizer import make_gemma_tokenizer
-    from inversa.tiny.parts import _vae
+    from inversa.tiny.parts import random_vae
 
     tok = make_gemma_tokenizer()
     cfg = Gemma2Config(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
@@ -139,7 +139,7 @@ def lumina2(seed: int = 0):
     net = d.Lumina2Transformer2DModel(sample_size=16, patch_size=2, in_channels=4, hidden_size=16, num_layers=1,
                                       num_refiner_layers=1, num_attention_heads=2, num_kv_heads=1, multiple_of=16,
                                       axes_dim_rope=(2, 2, 4), axes_lens=(300, 64, 64), cap_feat_dim=16).eval()
-    vae = _vae(seed, shift_factor=0.1159, scaling_factor=0.3611, use_quant_conv=False, use_post_quant_conv=False)
+    vae = random_vae(seed, shift_factor=0.1159, scaling_factor=0.3611, use_quant_conv=False, use_post_quant_conv=False)
     sched = d.FlowMatchEulerDiscreteScheduler(shift=6.0)  # Lumina-Image-2.0's static shift
     return d.Lumina2Pipeline(transformer=net, scheduler=sched, vae=vae, text_encoder=text, tokenizer=tok)
 
@@ -148,13 +148,13 @@ def zimage(seed: int = 0):
     """ZImagePipeline: Qwen3 text (second-to-last hidden states, padding dropped), a single-stream DiT."""
     import diffusers as d
 
-    from inversa.tiny.parts import _vae
+    from inversa.tiny.parts import random_vae
 
     tok = make_qwen_tokenizer()
     torch.manual_seed(seed)
     net = d.ZImageTransformer2DModel(in_channels=4, dim=16, n_layers=1, n_refiner_layers=1, n_heads=2, n_kv_heads=2,
                                      cap_feat_dim=16, axes_dims=[2, 2, 4], axes_lens=[1024, 64, 64]).eval()
-    vae = _vae(seed, shift_factor=0.1159, scaling_factor=0.3611, use_quant_conv=False, use_post_quant_conv=False)
+    vae = random_vae(seed, shift_factor=0.1159, scaling_factor=0.3611, use_quant_conv=False, use_post_quant_conv=False)
     sched = d.FlowMatchEulerDiscreteScheduler(shift=3.0)  # Z-Image-Turbo's static shift
     return d.ZImagePipeline(scheduler=sched, vae=vae, text_encoder=_qwen3(tok, seed=seed, causal_lm=False),
                             tokenizer=tok, transformer=net)
@@ -208,22 +208,22 @@ def hidream(seed: int = 0):
 
     import diffusers as d
 
-    from inversa.tiny.parts import _t5_encoder, _text_encoder, _vae
+    from inversa.tiny.parts import random_t5_encoder, random_text_encoder, random_vae
     from inversa.tiny.vocab import make_t5_tokenizer, make_tokenizer
 
     clip_tok = make_tokenizer(tempfile.mkdtemp(prefix="inversa-tok-"), max_length=128)  # HiDream pads CLIP to 128
-    clips = [_text_encoder(clip_tok, hidden=16, projection=8, seed=seed + i, positions=128) for i in range(2)]
+    clips = [random_text_encoder(clip_tok, hidden=16, projection=8, seed=seed + i, positions=128) for i in range(2)]
     llama_tok, t5_tok = make_qwen_tokenizer(128), make_t5_tokenizer()
     torch.manual_seed(seed)
     net = d.HiDreamImageTransformer2DModel(patch_size=2, in_channels=4, num_layers=1, num_single_layers=1,
                                            attention_head_dim=8, num_attention_heads=2, caption_channels=[32, 16],
                                            text_emb_dim=16, num_routed_experts=2, num_activated_experts=1,
                                            axes_dims_rope=(4, 2, 2), max_resolution=(16, 16), llama_layers=[1, 3]).eval()
-    vae = _vae(seed, shift_factor=0.1159, scaling_factor=0.3611, use_quant_conv=False, use_post_quant_conv=False)
+    vae = random_vae(seed, shift_factor=0.1159, scaling_factor=0.3611, use_quant_conv=False, use_post_quant_conv=False)
     sched = d.FlowMatchEulerDiscreteScheduler(shift=3.0)  # HiDream-I1-Fast's static shift (Dev: 6.0)
     return d.HiDreamImagePipeline(scheduler=sched, vae=vae, text_encoder=clips[0], tokenizer=clip_tok,
                                   text_encoder_2=clips[1], tokenizer_2=clip_tok,
-                                  text_encoder_3=_t5_encoder(t5_tok, 32, seed + 2), tokenizer_3=t5_tok,
+                                  text_encoder_3=random_t5_encoder(t5_tok, 32, seed + 2), tokenizer_3=t5_tok,
                                   text_encoder_4=_llama(llama_tok, seed + 3), tokenizer_4=llama_tok, transformer=net)
 
 

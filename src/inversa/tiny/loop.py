@@ -17,7 +17,7 @@ import torch
 
 from inversa.io.outputs import write_text
 from inversa.tiny import checkpoint
-from inversa.tiny.train import _budget_done, _log, _optimise, encode_dataset
+from inversa.tiny.train import budget_spent, encode_dataset, log_progress, optimise_step
 
 
 def cached_latents(vae, n: int, seed: int, output: str, device: str = "cpu"):
@@ -74,10 +74,10 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[int, torch.Generator, torch.n
         checkpoint.save(ckpt, dict(model=model.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(), step=step,
                                    seconds=seconds, loss=loss_v))
 
-    while not _budget_done(step, steps, start, minutes, spent):
+    while not budget_spent(step, steps, start, minutes, spent):
         g = torch.Generator().manual_seed(int(np.uint32(seed * 1_000_003 + step)))
         loss = loss_fn(step, g, ema)
-        _optimise(opt, params, loss, lr, step, warmup)
+        optimise_step(opt, params, loss, lr, step, warmup)
         step += 1
         with torch.no_grad():
             decay = ema_decay if ema_decay < 0.99 else min(ema_decay, (1 + step) / (10 + step))
@@ -86,7 +86,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[int, torch.Generator, torch.n
         loss_v = loss.item()
         bar.update(1)
         bar.set_postfix(loss=f"{loss_v:.4f}")
-        _log(output, stage, step, loss_v, spent + time.time() - start)
+        log_progress(output, stage, step, loss_v, spent + time.time() - start)
         if step % every == 0:
             save(spent + time.time() - start)
     bar.close()

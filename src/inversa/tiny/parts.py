@@ -6,7 +6,7 @@ import torch
 from inversa.tiny.vocab import make_t5_tokenizer
 
 
-def _text_encoder(tokenizer, hidden: int = 32, projection: int | None = None, seed: int = 0, positions: int = 77):
+def random_text_encoder(tokenizer, hidden: int = 32, projection: int | None = None, seed: int = 0, positions: int = 77):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     cfg = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=37, num_hidden_layers=2,
@@ -17,7 +17,7 @@ def _text_encoder(tokenizer, hidden: int = 32, projection: int | None = None, se
     return (CLIPTextModelWithProjection if projection else CLIPTextModel)(cfg).eval()
 
 
-def _vae(seed: int = 0, **kw):
+def random_vae(seed: int = 0, **kw):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
@@ -26,7 +26,7 @@ def _vae(seed: int = 0, **kw):
                          norm_num_groups=32, sample_size=64, **kw).eval()
 
 
-def _unet(seed: int = 0, cross: int = 32, **kw):
+def random_unet(seed: int = 0, cross: int = 32, **kw):
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(seed)
@@ -36,7 +36,7 @@ def _unet(seed: int = 0, cross: int = 32, **kw):
                                 attention_head_dim=8, norm_num_groups=32, **kw).eval()
 
 
-def _t5_encoder(tokenizer, d_model: int, seed: int = 0):
+def random_t5_encoder(tokenizer, d_model: int, seed: int = 0):
     from transformers import T5Config, T5EncoderModel
 
     cfg = T5Config(vocab_size=len(tokenizer), d_model=d_model, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
@@ -45,7 +45,7 @@ def _t5_encoder(tokenizer, d_model: int, seed: int = 0):
     return T5EncoderModel(cfg).eval()
 
 
-def _flux(tok, seed: int, schnell: bool):
+def random_flux(tok, seed: int, schnell: bool):
     """FLUX.1-dev (guidance embedding, resolution-dependent shift) or -schnell (neither), tiny."""
     import diffusers as d
 
@@ -58,7 +58,7 @@ def _flux(tok, seed: int, schnell: bool):
     sched = (d.FlowMatchEulerDiscreteScheduler(shift=1.0) if schnell else
              d.FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
                                                base_image_seq_len=256, max_image_seq_len=4096))
-    vae = _vae(seed, shift_factor=0.1159, scaling_factor=0.3611, use_quant_conv=False, use_post_quant_conv=False)
+    vae = random_vae(seed, shift_factor=0.1159, scaling_factor=0.3611, use_quant_conv=False, use_post_quant_conv=False)
     t5_tok = make_t5_tokenizer()
-    return d.FluxPipeline(scheduler=sched, vae=vae, text_encoder=_text_encoder(tok, seed=seed), tokenizer=tok,
-                          text_encoder_2=_t5_encoder(t5_tok, 32, seed + 1), tokenizer_2=t5_tok, transformer=net)
+    return d.FluxPipeline(scheduler=sched, vae=vae, text_encoder=random_text_encoder(tok, seed=seed), tokenizer=tok,
+                          text_encoder_2=random_t5_encoder(t5_tok, 32, seed + 1), tokenizer_2=t5_tok, transformer=net)

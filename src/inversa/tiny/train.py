@@ -113,12 +113,12 @@ def _to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 # checkpoints --------------------------------------------------------------------
-def _log(output: str, stage: str, step: int, loss: float, seconds: float) -> None:
+def log_progress(output: str, stage: str, step: int, loss: float, seconds: float) -> None:
     with open(os.path.join(output, "losses.csv"), "a") as f:
         f.write(f"{stage},{step},{loss:.6f},{seconds:.1f}\n")
 
 
-def _budget_done(step: int, steps: int, start: float, minutes: float | None, spent: float) -> bool:
+def budget_spent(step: int, steps: int, start: float, minutes: float | None, spent: float) -> bool:
     return step >= steps or (minutes is not None and spent + time.time() - start >= minutes * 60)
 
 
@@ -141,7 +141,7 @@ def train_vae(vae, output: str, steps: int, minutes: float | None, batch: int, s
     start = time.time()
     bar = tqdm(total=steps, initial=step, desc="vae", disable=not progress)
     loss_v = float("nan")
-    while not _budget_done(step, steps, start, minutes, spent):
+    while not budget_spent(step, steps, start, minutes, spent):
         rng = np.random.default_rng([seed, 7, step])
         half = batch // 2
         imgs = [s.image for s in (shapes.sample(seed + 1000, int(rng.integers(1 << 30))) for _ in range(batch - half))]
@@ -158,7 +158,7 @@ def train_vae(vae, output: str, steps: int, minutes: float | None, batch: int, s
         bar.update(1)
         bar.set_postfix(loss=f"{loss_v:.4f}")
         if step % log_every == 0:
-            _log(output, "vae", step, loss_v, spent + time.time() - start)
+            log_progress(output, "vae", step, loss_v, spent + time.time() - start)
         if step % every == 0:
             checkpoint.save(ckpt, dict(model=vae.state_dict(), opt=opt.state_dict(), step=step,
                                   seconds=spent + time.time() - start))
@@ -217,7 +217,7 @@ def _resume_unet(ckpt: str, unet, text, opt, ema, steps: int, minutes: float | N
     return step, spent
 
 
-def _optimise(opt, params, loss, lr: float, step: int, warmup: int = 100) -> None:
+def optimise_step(opt, params, loss, lr: float, step: int, warmup: int = 100) -> None:
     """One AdamW step with a linear warm-up over ``warmup`` steps and gradients clipped to norm 1."""
     for group in opt.param_groups:
         group["lr"] = lr * min(1.0, (step + 1) / warmup)
@@ -258,18 +258,18 @@ def train_unet(unet, text, tok, sched, latents, output: str, steps: int, minutes
     start = time.time()
     bar = tqdm(total=steps, initial=step, desc="unet", disable=not progress)
     loss_v = float("nan")
-    while not _budget_done(step, steps, start, minutes, spent):
+    while not budget_spent(step, steps, start, minutes, spent):
         x, t, ids, target = _unet_batch(latents, ids_all, ids_all[-1], alphas, batch, dropout, seed, step, device,
                                         v_prediction)
         loss = F.mse_loss(unet(x, t, encoder_hidden_states=text(ids)[0]).sample, target)
-        _optimise(opt, params, loss, lr, step)
+        optimise_step(opt, params, loss, lr, step)
         step += 1
         _ema_update(ema, {"unet": unet, "text": text}, step)
         loss_v = loss.item()
         bar.update(1)
         bar.set_postfix(loss=f"{loss_v:.4f}")
         if step % log_every == 0:
-            _log(output, "unet", step, loss_v, spent + time.time() - start)
+            log_progress(output, "unet", step, loss_v, spent + time.time() - start)
         if step % every == 0:
             checkpoint.save(ckpt, _unet_state(unet, text, opt, ema, step, spent + time.time() - start))
     bar.close()
