@@ -41,11 +41,10 @@ CREATE TABLE IF NOT EXISTS edit_results (
 
 def editing_methods(model) -> list[str]:
     """Every method ``inversa edit`` accepts on ``model``: registered ones (flow-only ones on flow models), recipes."""
-    from inversa.methods import REGISTRY, _load_all
+    from inversa.methods import available, get_method
 
-    _load_all()
     flow = model.prediction == "flow"
-    return (sorted(n for n, m in REGISTRY.items() if flow or not m.flow_only)
+    return (sorted(n for n in available() if flow or not get_method(n).flow_only)
             + [n for n, r in RECIPES.items() if r.fits(model)])
 
 
