@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 
+from inversa.core.errors import InversaError
 from inversa.tiny import shapes as S
 
 DEFAULTS = {"size": "large", "position": "center", "background": "plain", "bg_colours": ("blue",)}
@@ -52,7 +53,7 @@ def to_template(prompt: str, base: dict | None = None) -> str | None:
     """The training caption for ``prompt`` (missing fields from ``base``, then defaults); None without a shape."""
     try:
         return S.parse_caption(prompt).caption  # already the template
-    except ValueError:
+    except InversaError:
         pass
     fields = {**DEFAULTS, **(base or {}), **read(prompt)}
     if "shape" not in fields or "colour" not in fields:
