@@ -546,7 +546,7 @@ def solve_hybrid(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0
                  window: int = 3, newton_switch: float = 2.0, newton_iters: int = 10, depth: int = 5,
                  history: int = 20, seed: tuple | None = None):
     """Anderson for ``max_iters`` calls; where it slows (less than ``switch``-fold in ``window`` calls) and the
-    budget affords it (``max_iters >= 4 (1 + krylov)``), one Newton-GMRES iteration as a probe. Where the probe cut the residual ``switch``-fold, and more per network
+    probe costs at most a tenth of the budget (``max_iters >= 10 (1 + krylov)``), one Newton-GMRES iteration as a probe. Where the probe cut the residual ``switch``-fold, and more per network
     call than Anderson's last ``window`` calls, Newton goes on while it cuts the residual ``newton_switch``-fold per iteration (at most
     ``newton_iters``), then L-BFGS, both within the calls left; where it lost, Anderson goes on with its history.
 
@@ -563,7 +563,7 @@ def solve_hybrid(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0
         xn, info = solve_newton(problem.rows(rows), xb, eta=eta[rows], max_iters=1, rate=rate, least=switch, **newton)
         return xn, info["residual"], ~info["lost"]
 
-    affordable = max_iters >= 4 * (1 + krylov)  # else a probe and a Newton iteration would eat the budget
+    affordable = max_iters >= 10 * (1 + krylov)  # a probe costs at most a tenth of the budget (it loses on trained nets)
     x, info = solve_anderson(problem, x_init, eta=eta, max_iters=max_iters, depth=depth,
                              switch=switch if affordable else 0.0, window=window, seed=seed, probe=probe)
     x = x.clone()
