@@ -68,6 +68,24 @@ def photo(tmp_path):
     return str(path)
 
 
+@pytest.fixture
+def cli_round_trip(photo, tmp_path):
+    """``inversa invert`` (fixed_point, 2 steps) then ``inversa reconstruct`` on a model folder, at ``size``."""
+    def run(model_dir: str, size: int) -> None:
+        from PIL import Image
+
+        from inversa.cli.main import main
+
+        out = tmp_path / "inv"
+        assert main(["invert", photo, "--model", model_dir, "--method", "fixed_point", "--steps", "2",
+                     "--size", str(size), "-o", str(out)]) == 0
+        assert main(["reconstruct", str(out / "inversion.safetensors"), "--model", model_dir,
+                     "-o", str(tmp_path / "rec.png")]) == 0
+        assert Image.open(tmp_path / "rec.png").size == (size, size)
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def bench_script():
     """Import a script under benchmarks/ by name (they are scripts, not a package)."""

@@ -139,17 +139,8 @@ def test_edit_injects_cross_attention_or_refuses(family, model3):
 
 
 @pytest.mark.parametrize("family", PIPELINES)
-def test_cli_inverts_and_reconstructs(family, pipeline_dir, photo, tmp_path):
-    from PIL import Image
-
-    from inversa.cli.main import main
-
-    out = tmp_path / "inv"
-    assert main(["invert", photo, "--model", pipeline_dir(family), "--method", "fixed_point", "--steps", "2",
-                 "--size", str(SIZE), "-o", str(out)]) == 0
-    assert main(["reconstruct", str(out / "inversion.safetensors"), "--model", pipeline_dir(family),
-                 "-o", str(tmp_path / "rec.png")]) == 0
-    assert Image.open(tmp_path / "rec.png").size == (SIZE, SIZE)
+def test_cli_inverts_and_reconstructs(family, pipeline_dir, cli_round_trip):
+    cli_round_trip(pipeline_dir(family), SIZE)
 
 
 @pytest.mark.parametrize("family", ["lumina2", "qwenimage"])

@@ -214,14 +214,5 @@ def test_edit_shares_the_source_keys_and_values_or_refuses(family, flow_model):
 
 
 @pytest.mark.parametrize("family", ["chroma", "qwenimage"])
-def test_cli_inverts_and_reconstructs(family, pipeline_dir, photo, tmp_path):
-    from inversa.cli.main import main
-
-    out = tmp_path / "inv"
-    assert main(["invert", photo, "--model", pipeline_dir(family), "--method", "fixed_point", "--steps", "2",
-                 "--size", str(SIZE), "-o", str(out)]) == 0
-    assert main(["reconstruct", str(out / "inversion.safetensors"), "--model", pipeline_dir(family),
-                 "-o", str(tmp_path / "rec.png")]) == 0
-    from PIL import Image
-
-    assert Image.open(tmp_path / "rec.png").size == (SIZE, SIZE)
+def test_cli_inverts_and_reconstructs(family, pipeline_dir, cli_round_trip):
+    cli_round_trip(pipeline_dir(family), SIZE)
