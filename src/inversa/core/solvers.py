@@ -373,14 +373,13 @@ def anderson_mix(xs: list[Tensor], gs: list[Tensor], reg: float = 1e-10) -> Tens
 
 def solve_anderson(problem: StepProblem, x_init: Tensor, *, eta, max_iters: int = 20, patience: int = 0,
                    depth: int = 5, switch: float = 0.0, window: int = 3, seed: tuple | None = None, probe=None,
-                   last: bool = False):
+                   last: float = 0.0):
     """Anderson-accelerated fixed point ``x = (y - B out(x)) / A = x - r(x) / A`` (type II, per sample).
 
-    One network call per iteration; returns the best evaluated iterate, or with ``last`` (the fixed-point
-    methods: one iteration is the naive inverse step) the next, not yet evaluated, iterate of the rows that
-    ran to the cap. ``depth=1`` is the plain fixed-point iteration. ``seed = (x0, r0)`` is a point
-    already evaluated whose image is ``x_init`` (the naive warm start is the image of ``x_{i+1}``): it enters
-    the history and the record for free, so the first iteration already mixes two points.
+    One network call per iteration; returns the best evaluated iterate, but a row at the cap its next, unevaluated
+    one while its last residual is within ``last``-fold of its best (``inf``: always, the fixed-point methods;
+    10: PreciseInv, not where Anderson diverges). ``depth=1`` is the plain fixed-point iteration. ``seed = (x0,
+    r0)``, a point already evaluated whose image is ``x_init`` (the naive warm start), enters the history for free.
 
     With ``probe(rows, x, rate) -> (x, residual, won)`` and ``switch`` > 0, a sample whose best residual fell
     less than ``switch``-fold over its last ``window`` calls is probed, once: rows the probe won leave
@@ -398,11 +397,12 @@ def solve_anderson(problem: StepProblem, x_init: Tensor, *, eta, max_iters: int 
         hist_x, hist_g = [x0.clone()], [x.clone()]
         mon.close()
     trail = [mon.res.clone()]  # best residuals after each call
-    probed, handed = torch.zeros(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)
+    probed, handed, latest = torch.zeros(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool), mon.res.clone()
     while mon.active.any():
         idx = mon.idx()
         r, _ = problem.residual(x[idx], idx)
-        mon.record(idx, x[idx], msr(r))
+        latest[idx] = msr(r)  # each row's residual at its last evaluated iterate
+        mon.record(idx, x[idx], latest[idx])
         trail.append(mon.res.clone())
         full_g = x.clone()
         full_g[idx] = x[idx] - r / problem.A
@@ -419,7 +419,8 @@ def solve_anderson(problem: StepProblem, x_init: Tensor, *, eta, max_iters: int 
                 mon.active &= ~handed
         mon.close()
     capped = mon.res > mon.eta
-    return (next_where(capped, x, mon.best) if last else mon.best), mon.info() | {"handed": handed & capped}
+    going = capped & ~handed & (latest <= last * mon.res)  # not diverging: the next iterate is the better bet
+    return next_where(going, x, mon.best), mon.info() | {"handed": handed & capped}
 
 
 def next_where(capped: Tensor, x: Tensor, best: Tensor) -> Tensor:
@@ -544,11 +545,11 @@ def solve_lbfgs(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0,
 def solve_hybrid(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0, max_iters: int = 200,
                  patience: int = 3, krylov: int = 8, forcing: float = 1e-3, jvp: str = "fd", switch: float = 4.0,
                  window: int = 3, newton_switch: float = 2.0, newton_iters: int = 10, depth: int = 5,
-                 history: int = 20, seed: tuple | None = None):
-    """Anderson for ``max_iters`` calls; where it slows (less than ``switch``-fold in ``window`` calls) and the
-    probe costs at most a tenth of the budget (``max_iters >= 10 (1 + krylov)``), one Newton-GMRES iteration as a probe. Where the probe cut the residual ``switch``-fold, and more per network
-    call than Anderson's last ``window`` calls, Newton goes on while it cuts the residual ``newton_switch``-fold per iteration (at most
-    ``newton_iters``), then L-BFGS, both within the calls left; where it lost, Anderson goes on with its history.
+                 history: int = 20, seed: tuple | None = None, last: float = 0.0):
+    """Anderson for ``max_iters`` calls; where it slows (less than ``switch``-fold in ``window`` calls) and the probe
+    costs at most a tenth of the budget, one Newton-GMRES iteration as a probe. Where the probe cut the residual
+    ``switch``-fold, and more per call than Anderson's last ``window`` calls, Newton goes on while it cuts it
+    ``newton_switch``-fold per iteration (at most ``newton_iters``), then L-BFGS, within the calls left.
 
     Why per call: Anderson costs one forward, a Newton iteration 1 + krylov. Newton is exact in one or two
     iterations on the affine oracle; on the trained networks' hardest step its linear model fails, and
@@ -563,9 +564,9 @@ def solve_hybrid(problem: StepProblem, x_init: Tensor, *, eta, rtol: float = 0.0
         xn, info = solve_newton(problem.rows(rows), xb, eta=eta[rows], max_iters=1, rate=rate, least=switch, **newton)
         return xn, info["residual"], ~info["lost"]
 
-    affordable = max_iters >= 10 * (1 + krylov)  # a probe costs at most a tenth of the budget (it loses on trained nets)
+    affordable = max_iters + (seed is not None) >= 10 * (1 + krylov)  # the seed's call counts; it loses on trained nets
     x, info = solve_anderson(problem, x_init, eta=eta, max_iters=max_iters, depth=depth,
-                             switch=switch if affordable else 0.0, window=window, seed=seed, probe=probe)
+                             switch=switch if affordable else 0.0, window=window, seed=seed, probe=probe, last=last)
     x = x.clone()
 
     def then(stage, rows, **opts):

@@ -36,7 +36,8 @@ def solve_step(model, x_next: Tensor, t: float, condition, levels, *, iters: int
     x = x_next if x_init is None else x_init
     if variant == "average":
         return _renoise(problem, x, iters, tol, average_from)
-    return solve_anderson(problem, x, eta=tol, max_iters=iters, depth=depth if variant == "anderson" else 1, last=True)
+    return solve_anderson(problem, x, eta=tol, max_iters=iters, depth=depth if variant == "anderson" else 1,
+                          last=float("inf"))
 
 
 def _renoise(problem: StepProblem, x: Tensor, iters: int, tol: float, average_from: int):

@@ -46,6 +46,9 @@ def paper_lr(model) -> float:
 
 
 DEFAULT_TOL = 1e-9
+# a row at its cap returns Anderson's next, unevaluated iterate (as fixed_point does: at equal calls the two
+# match) unless its last residual is over this many times its best; then the best evaluated one
+DIVERGING = 10.0
 
 
 def targets(model, x_next, eta: float, residual_tol: float, noise=None):
@@ -91,16 +94,17 @@ def solve(model, x_next, t, condition, levels, *, solver="hybrid", eta=None, res
     if solver == "lbfgs":
         return solve_lbfgs(problem, x_init, eta=goal, rtol=rtol, max_iters=cap, patience=patience or 10)
     patience = 3 if patience is None else patience
+    calls = cap - (seed is not None)  # the Anderson solvers' cap counts network calls, the warm start's too
     if solver == "hybrid":
-        return solve_hybrid(problem, x_init, eta=goal, rtol=rtol, max_iters=cap, patience=patience,
-                            krylov=krylov, forcing=forcing, jvp=jvp, depth=depth, seed=seed)
+        return solve_hybrid(problem, x_init, eta=goal, rtol=rtol, max_iters=calls, patience=patience,
+                            krylov=krylov, forcing=forcing, jvp=jvp, depth=depth, seed=seed, last=DIVERGING)
     if solver == "newton":
         return solve_newton(problem, x_init, eta=goal, rtol=rtol, max_iters=cap, patience=patience,
                             krylov=krylov, forcing=forcing, jvp=jvp)
     if solver == "gauss_newton":
         return solve_gauss_newton(problem, x_init, eta=goal, rtol=rtol, max_iters=cap, patience=patience,
                                   cg_iters=cg_iters, jvp=jvp)
-    return solve_anderson(problem, x_init, eta=goal, max_iters=cap, depth=depth, seed=seed)
+    return solve_anderson(problem, x_init, eta=goal, max_iters=calls, depth=depth, seed=seed, last=DIVERGING)
 
 
 @register("preciseinv", cost="(NFE per solver iteration) x iters per step", state=NOISE_MAPS)
@@ -114,9 +118,10 @@ def invert(model, z0, condition, schedule, *, solver: Literal[SOLVERS] = "hybrid
 
     ``residual_tol`` is the per-step residual relative to the step's scale; ``eta`` adds the paper's
     absolute mean squared target (1e-2 fast, 1e-5 precise; None: the ``paper`` solver's 1e-5, none for
-    the others). ``max_iters`` caps each solver's iterations (None: each solver's own default; hybrid:
-    200 Anderson calls, Newton and L-BFGS within them where Anderson's probe shows they pay; 0: the naive
-    warm start). ``patience`` and ``lr`` (None: each solver's default, the family's paper rate) likewise.
+    the others). ``max_iters`` caps each solver's iterations (None: each solver's own default); for
+    ``hybrid`` and ``anderson`` it counts network calls per step, the warm start's included (hybrid: 200,
+    Newton and L-BFGS within them where Anderson's probe shows they pay; 1: the naive warm start; at k the
+    result is fixed_point's at k iterations, or better). ``patience`` and ``lr`` (None: each solver's default, the family's paper rate) likewise.
     """
     if sampler not in SAMPLERS:
         raise InversaError(f"unknown preciseinv sampler {sampler!r}; expected one of {', '.join(SAMPLERS)}")
