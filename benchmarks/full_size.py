@@ -37,10 +37,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 CONFIGS = pathlib.Path(__file__).parent / "configs"
 ARCHS = ("sd15", "sd21", "sdxl", "sd3_medium", "flux1_dev", "pixart_sigma")
-# denoisers whose pipelines need text encoders (Mistral-3, Qwen2.5-VL, Gemma-2, UMT5, BERT + mT5, Llama-3) that
-# build_pipeline does not substitute yet: --count builds them on the meta device, measuring them is refused
-DENOISER_ONLY = ("flux2_dev", "qwenimage", "sana_1600m", "wan21_1_3b", "wan21_14b", "cogvideox_5b", "hunyuandit_v1_2",
-                 "hidream_i1_full")
+# denoisers whose pipelines need text encoders (Mistral-3, Qwen2.5-VL, Gemma-2, UMT5, BERT + mT5, Llama-3) or
+# video VAEs that build_pipeline does not substitute yet: --count builds them on the meta device, measuring them is refused
+DENOISER_ONLY = ("flux2_dev", "qwenimage", "sana_1600m", "wan21_1_3b", "wan21_14b", "cogvideox_5b", "ltx_video_2b",
+                 "hunyuandit_v1_2", "hidream_i1_full")
 METHODS = ("ddim", "fixed_point", "preciseinv", "preciseinv eta=0.01", "preciseinv solver=paper eta=0.01",
            "preciseinv solver=paper eta=1e-5")
 SDPA = {"auto": None, "math": "MATH", "flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION",
@@ -199,8 +199,8 @@ def run_arch(arch: str, args) -> dict:
     from inversa.models.diffusers.loader import DTYPES
 
     if arch in DENOISER_ONLY:
-        raise InversaError(f"measuring {arch} needs its pipeline's own text encoders, which full_size.py does not "
-                           "substitute yet; --count builds its denoiser on the meta device")
+        raise InversaError(f"measuring {arch} needs its pipeline's own text encoders or video VAE, which full_size.py "
+                           "does not substitute yet; --count builds its denoiser on the meta device")
     spec = load_spec(arch)
     spec = reduce(spec) if args.scale == "reduced" else spec
     size = args.size or (spec["resolution"] if args.scale == "full" else 128)

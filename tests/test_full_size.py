@@ -16,6 +16,7 @@ PUBLISHED = {"sd15": 859_520_964, "sd21": 865_910_724, "sdxl": 2_567_463_684, "s
 # the configs written for issue 31: their counts on the meta device, and the size each model is known by
 BUILT = {"flux2_dev": (32_223_281_152, 32e9), "qwenimage": (20_430_401_088, 20.43e9), "sana_1600m": (1_604_462_752, 1.6e9),
          "wan21_1_3b": (1_418_996_800, 1.3e9), "wan21_14b": (14_288_491_584, 14e9), "cogvideox_5b": (5_570_283_072, 5e9),
+         "ltx_video_2b": (1_923_385_472, 2e9),
          "pixart_sigma": (610_856_096, 0.6e9), "hunyuandit_v1_2": (1_499_952_032, 1.5e9),
          "hidream_i1_full": (17_105_733_184, 17e9)}
 

@@ -1,12 +1,14 @@
-"""Video families (Wan, CogVideoX): 5-D latents through the methods, and the stock pipelines regenerate them."""
+"""Video families (Wan, CogVideoX, LTX-Video): 5-D latents through the methods, and the stock pipelines regenerate them."""
+import numpy as np
 import pytest
 import torch
 
 from inversa import InversaError, invert, reconstruct, stock_scheduler
 from inversa.core.metrics import relative_error
+from inversa.models.diffusers import ltx
 from inversa.models.diffusers.cogvideox import from_pipeline, to_pipeline
 
-FRAMES = {"wan": 5, "cogvideox": 9}  # Wan's VAE takes 4k+1 frames, CogVideoX's 8k+1
+FRAMES = {"wan": 5, "cogvideox": 9, "ltx": 5}  # Wan's and the tiny LTX's VAE take 4k+1 frames, CogVideoX's 8k+1
 STEPS = 4  # divides 1000: CogVideoX's DDIM steps t -> t - 1000 // N
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: a second contended thread only waits
 METHODS = {"ddim": {}, "fixed_point": {"iters": 2}, "preciseinv": {"max_iters": 1, "krylov": 2}}
@@ -22,12 +24,13 @@ def stock_call(model, inv):
     """The user's pipeline with its stock deterministic scheduler, from ``latents=x_T``, as latents (B, C, F, H, W)."""
     pipe = type(model.pipe).from_pipe(model.pipe, scheduler=stock_scheduler(model.pipe), dtype=model.dtype)
     pipe.set_progress_bar_config(disable=True)
-    cog = model.family == "cogvideox"
     _, _, f, h, w = inv.x_T.shape
-    out = pipe(inv.prompts, latents=to_pipeline(inv.x_T) if cog else inv.x_T, num_inference_steps=len(inv.timesteps),
+    to, back = {"cogvideox": (to_pipeline, from_pipeline),
+                "ltx": (ltx.pack, lambda tokens: ltx.unpack(tokens, f, h, w))}.get(model.family, (None, None))
+    out = pipe(inv.prompts, latents=to(inv.x_T) if to else inv.x_T, num_inference_steps=len(inv.timesteps),
                guidance_scale=inv.guidance, num_frames=(f - 1) * model.temporal + 1, height=h * model.vae_scale,
                width=w * model.vae_scale, output_type="latent").frames
-    return from_pipeline(out) if cog else out
+    return back(out) if back else out
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -58,11 +61,12 @@ def test_frame_count_must_fit_the_vae(family, frames, hint, tiny_model):
 
 
 @pytest.mark.parametrize("method", ["rf_solver", "fireflow"])
-def test_flow_methods_refuse_cogvideox_and_run_on_wan(method, tiny_model):
+def test_flow_methods_refuse_cogvideox_and_run_on_wan_and_ltx(method, tiny_model):
     with pytest.raises(InversaError, match=f"{method} needs a flow-matching model"):
         invert(tiny_model("cogvideox"), clip(9), steps=2, method=method)
-    inv = invert(tiny_model("wan"), clip(5), steps=2, method=method)
-    assert inv.x_T.shape == (1, 4, 2, 4, 4)
+    for family in ("wan", "ltx"):
+        inv = invert(tiny_model(family), clip(5), steps=2, method=method)
+        assert inv.x_T.shape == (1, 4, 2, 4, 4)
 
 
 def test_wan_unipc_config_replays_as_euler_on_its_flow_shift(pipeline_dir):
@@ -81,3 +85,16 @@ def test_wan_unipc_config_replays_as_euler_on_its_flow_shift(pipeline_dir):
     other = FlowMatchEulerDiscreteScheduler(shift=3.0)  # the tiny pipeline's own shift: not what UniPC says
     other.set_timesteps(4)
     assert not torch.allclose(model.schedule(4).sigmas.float(), other.sigmas)
+
+
+def test_ltx_packs_as_the_pipeline_and_shifts_by_its_token_count(tiny_model):
+    from diffusers import LTXPipeline
+
+    model = tiny_model("ltx")
+    x = torch.randn(2, 4, 3, 4, 6)
+    assert torch.equal(ltx.pack(x), LTXPipeline._pack_latents(x)) and torch.equal(ltx.unpack(ltx.pack(x), 3, 4, 6), x)
+    assert torch.equal(ltx.pack(x[..., :4], 2, 1), LTXPipeline._pack_latents(x[..., :4], 2, 1))
+    ref = stock_scheduler(model.pipe)
+    ref.set_timesteps(sigmas=np.linspace(1.0, 1 / 4, 4), mu=model.shift_mu((1, 4, 2, 4, 4)))
+    assert abs(float(ref.sigmas[-2]) - 0.1) < 1e-6  # the config's shift_terminal stretch
+    assert torch.allclose(model.schedule(4, shape=(1, 4, 2, 4, 4)).sigmas.float(), ref.sigmas)

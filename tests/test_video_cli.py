@@ -1,4 +1,4 @@
-"""Clips through the command line on tiny Wan and CogVideoX: invert, reconstruct and edit write videos;
+"""Clips through the command line on tiny Wan, LTX-Video and CogVideoX: invert, reconstruct and edit write videos;
 per-frame metrics and the temporal error; bad clips are one error line."""
 import json
 import os
@@ -53,8 +53,9 @@ def fails(capsys, *argv) -> str:
     return lines[0]
 
 
-def test_wan_mp4_round_trips_through_invert_reconstruct_edit(tmp_path, capsys, pipeline_dir):
-    model, src = pipeline_dir("wan"), write_mp4(tmp_path / "clip.mp4", frames(5))
+@pytest.mark.parametrize("family", ["wan", "ltx"])
+def test_mp4_round_trips_through_invert_reconstruct_edit(family, tmp_path, capsys, pipeline_dir):
+    model, src = pipeline_dir(family), write_mp4(tmp_path / "clip.mp4", frames(5))
     out = tmp_path / "inv"
     code, stdout, err = run(capsys, "invert", src, "--model", model, "--size", 32, "--steps", 2, "--method", "ddim",
                             "-o", out)

@@ -141,7 +141,7 @@ def stock_callback(pipe, inv: Inversion) -> StockReplay:
     if getattr(model, "video", False):  # per-step state through the video loops: not replayed here
         raise InversaError(f"stock_callback does not drive {type(model.pipe).__name__}; for ddim, fixed_point and "
                            "preciseinv call pipe(prompt, latents=inv.x_T, ...) (CogVideoX: latents="
-                           "inversa.families.cogvideox.to_pipeline(inv.x_T))")
+                           "inversa.models.diffusers.cogvideox.to_pipeline(inv.x_T))")
     why = model.embeddings_unreplayable
     if why and ("uncond_hidden" in inv.state or "cond_hidden" in inv.state):
         raise InversaError(f"a stock {type(model.pipe).__name__} cannot replay a {inv.method} inversion: {why}; "

@@ -1,4 +1,4 @@
-"""Tiny random-weight video pipelines (Wan 2.1, CogVideoX), built from config like the image ones.
+"""Tiny random-weight video pipelines (Wan 2.1, CogVideoX, LTX-Video), built from config like the image ones.
 
 32x32 frames, VAE compression 8x spatially and 4x in time: a 5-frame clip has 2 latent frames of 4x4
 (CogVideoX takes 8k+1 frames: 9 frames, 3 latent frames). Text lengths are the pipelines' defaults.
@@ -10,7 +10,7 @@ import torch
 
 from inversa.tiny.vocab import make_t5_tokenizer
 
-VIDEO = ("wan", "cogvideox")
+VIDEO = ("wan", "cogvideox", "ltx")
 
 
 def _umt5(tokenizer, d_model: int, seed: int):
@@ -77,5 +77,31 @@ def cogvideox(seed: int = 0):
                                scheduler=sched)
 
 
+def ltx(seed: int = 0):
+    """LTXPipeline (LTX-Video 0.9): T5, a patchifying 3D VAE (here 8x, 4x in time) with per-channel statistics,
+    1x1 tokens, the published scheduler's dynamic shift and ``shift_terminal``."""
+    import diffusers as d
+
+    tok = make_t5_tokenizer()
+    torch.manual_seed(seed)
+    vae = d.AutoencoderKLLTXVideo(latent_channels=4, block_out_channels=(8, 8), decoder_block_out_channels=(8, 8),
+                                  down_block_types=("LTXVideoDownBlock3D",) * 2, layers_per_block=(1, 1, 1),
+                                  decoder_layers_per_block=(1, 1, 1), spatio_temporal_scaling=(True, True),
+                                  decoder_spatio_temporal_scaling=(True, True), decoder_inject_noise=(False,) * 3,
+                                  downsample_type=("conv", "conv"), upsample_residual=(False, False),
+                                  upsample_factor=(1, 1), patch_size=2).eval()
+    g = torch.Generator().manual_seed(seed + 7)
+    vae.latents_mean.copy_(torch.randn(4, generator=g) * 0.3)
+    vae.latents_std.copy_(1.0 + torch.rand(4, generator=g))
+    torch.manual_seed(seed)
+    net = d.LTXVideoTransformer3DModel(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8,
+                                       cross_attention_dim=16, num_layers=2, caption_channels=32).eval()
+    sched = d.FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_image_seq_len=1024,
+                                              max_image_seq_len=4096, base_shift=0.95, max_shift=2.05,
+                                              shift_terminal=0.1)
+    return d.LTXPipeline(tokenizer=tok, text_encoder=_t5(tok, 32, seed + 1), vae=vae, transformer=net,
+                         scheduler=sched)
+
+
 def build_video(family: str, seed: int = 0):
-    return {"wan": wan, "cogvideox": cogvideox}[family](seed)
+    return {"wan": wan, "cogvideox": cogvideox, "ltx": ltx}[family](seed)

@@ -28,7 +28,7 @@ class ChromaModel(FluxModel):
     packs_latents = True
     stock_callback_refusal = ("it takes packed latents and guides with the call's guidance_scale, which a step-end "
                               "callback cannot change; a plain x_T replays as pipe(prompt, "
-                              "latents=inversa.families.flux.pack(inv.x_T))")
+                              "latents=inversa.models.diffusers.flux.pack(inv.x_T))")
 
     @classmethod
     def accepts(cls, pipe) -> bool:

@@ -50,7 +50,7 @@ class FluxModel(SD3Model):
     stock_label = "FLUX"
     packs_latents = True
     stock_callback_refusal = ("stock_callback does not drive FluxPipeline; for ddim, fixed_point and preciseinv "
-                              "call pipe(prompt, latents=inversa.families.flux.pack(inv.x_T), ...)")
+                              "call pipe(prompt, latents=inversa.models.diffusers.flux.pack(inv.x_T), ...)")
 
     def __init__(self, pipe, name: str = "", embedded_guidance: float | None = None):
         super().__init__(pipe, name, embedded_guidance)

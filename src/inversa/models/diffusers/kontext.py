@@ -35,7 +35,7 @@ class KontextModel(FluxModel):
     packs_latents = True
     stock_callback_refusal = ("it takes packed latents and the reference image, which stock_callback does not pass; a "
                               "plain x_T replays as pipe(image=model.reference, prompt=..., "
-                              "latents=inversa.families.flux.pack(inv.x_T))")
+                              "latents=inversa.models.diffusers.flux.pack(inv.x_T))")
 
     def __init__(self, pipe, name: str = "", embedded_guidance: float | None = None):
         super().__init__(pipe, name, embedded_guidance)

@@ -23,6 +23,7 @@ from inversa.models.diffusers.hunyuandit import HunyuanDiTModel
 from inversa.models.diffusers.kontext import KontextModel
 from inversa.models.diffusers.lcm import LCMModel
 from inversa.models.diffusers.lumina2 import Lumina2Model
+from inversa.models.diffusers.ltx import LTXModel
 from inversa.models.diffusers.pixart import PixArtModel
 from inversa.models.diffusers.qwenimage import QwenImageModel
 from inversa.models.diffusers.sana import SanaModel
@@ -33,7 +34,7 @@ from inversa.models.diffusers.wan import WanModel
 from inversa.models.diffusers.zimage import ZImageModel
 from inversa.models.model import Model
 
-FAMILIES = (WanModel, CogVideoXModel, Flux2Model, QwenImageModel, ChromaModel, KontextModel, Lumina2Model, ZImageModel, FluxModel, SanaModel,
+FAMILIES = (WanModel, CogVideoXModel, LTXModel, Flux2Model, QwenImageModel, ChromaModel, KontextModel, Lumina2Model, ZImageModel, FluxModel, SanaModel,
             PixArtModel, HunyuanDiTModel, HiDreamModel, SD3Model, SDXLModel, LCMModel, SDModel)  # most specific first
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
