@@ -7,7 +7,9 @@ docs/architecture.md. Each failure prints the offending edges.
 from __future__ import annotations
 
 import ast
+import importlib
 import pathlib
+import re
 
 SRC = pathlib.Path(__file__).resolve().parents[1] / "src"
 
@@ -167,3 +169,31 @@ def long_functions() -> list[str]:
 def test_no_function_over_50_lines():
     found = long_functions()
     assert not found, f"{len(found)} function(s) over {MAX_LINES} lines:\n" + "\n".join(found)
+
+
+def _resolves(name: str) -> bool:
+    """Whether a dotted ``inversa....`` name is a module or an attribute reached from one."""
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        try:
+            for part in parts[i:]:
+                obj = getattr(obj, part)
+        except AttributeError:
+            return False
+        return True
+    return False
+
+
+def test_every_dotted_name_in_code_and_docs_exists():
+    """Error messages and docs name real modules and functions (moved ones left stale paths behind)."""
+    root = SRC.parent
+    texts = [*(SRC / "inversa").rglob("*.py"), *(root / "docs").glob("*.md"), root / "README.md"]
+    names = {m.group(0): path for path in texts
+             for m in re.finditer(r"\binversa(?:\.[A-Za-z_]\w*)+", path.read_text())}
+    names.pop("inversa.checkpoint", None)  # the safetensors metadata key, not a module
+    stale = [f"  {name} ({path.relative_to(root)})" for name, path in sorted(names.items()) if not _resolves(name)]
+    assert not stale, "names that do not exist:\n" + "\n".join(stale)

@@ -42,7 +42,7 @@ def invert(model, image, prompt: str | list[str] = "", *, method: str = "precise
     Gaussian oracle: the data itself). Paths are centre-cropped and resized to ``size``
     (default: the model's size, as on the command line; 0 keeps the image's own size).
     Extra keywords configure the method and are checked against its signature.
-    ``decoder_inversion`` (True or options of :func:`inversa.decoder.invert_decoder`) first
+    ``decoder_inversion`` (True or options of :func:`inversa.models.decoder.invert_decoder`) first
     replaces ``E(x)`` by a latent that decodes closer to the image, lifting the VAE ceiling.
     """
     model = as_model(model)

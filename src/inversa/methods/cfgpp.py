@@ -4,7 +4,7 @@ Sampling denoises with the guided output and renoises with the unconditional one
 ``x0 = x0(eps_l)``, ``x_prev = alpha_p x0 + sigma_p eps_u``, ``eps_l = eps_u + lam (eps_c - eps_u)``.
 Inversion swaps the roles (the naive inverse of that step, outputs taken one level early):
 ``x0 = (x_prev - sigma_p eps_u) / alpha_p``, ``x = alpha x0 + sigma eps_l``. Written with
-:func:`inversa.samplers.to_x0_eps`, the step is ``x_prev = A x + B_l out_l + B_u out_u`` for eps,
+:func:`inversa.core.samplers.to_x0_eps`, the step is ``x_prev = A x + B_l out_l + B_u out_u`` for eps,
 v and flow models alike. The unconditional branch is the empty prompt (the paper's null text) in
 inversion, reconstruction and editing; ``lam`` is kept in the inversion's config and replaces the
 sampling guidance, so the plain x_T needs this sampler (:func:`sample`).

@@ -4,7 +4,7 @@ The pivot is the naive DDIM inversion with the source prompt at guidance 1. Samp
 with guidance ``w`` then drifts off it; at each step, Adam adjusts the unconditional
 (null) embedding so that the guided step lands on the next pivot state. The per-step
 embeddings are kept in ``state["uncond_hidden"]`` (N, B, L, D), which
-:func:`inversa.api.denoise` replays, so the plain sampler reconstructs.
+:func:`inversa.core.replay.denoise` replays, so the plain sampler reconstructs.
 """
 from __future__ import annotations
 
