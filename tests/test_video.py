@@ -94,7 +94,13 @@ def test_ltx_packs_as_the_pipeline_and_shifts_by_its_token_count(tiny_model):
     x = torch.randn(2, 4, 3, 4, 6)
     assert torch.equal(ltx.pack(x), LTXPipeline._pack_latents(x)) and torch.equal(ltx.unpack(ltx.pack(x), 3, 4, 6), x)
     assert torch.equal(ltx.pack(x[..., :4], 2, 1), LTXPipeline._pack_latents(x[..., :4], 2, 1))
-    ref = stock_scheduler(model.pipe)
+    from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift
+
+    ref, cfg = stock_scheduler(model.pipe), model.pipe.scheduler.config
+    for shape in ((1, 4, 2, 4, 4), (1, 4, 3, 8, 6)):  # the pipeline's mu of its token count F H W
+        tokens = shape[2] * shape[3] * shape[4]
+        assert model.shift_mu(shape) == pytest.approx(calculate_shift(
+            tokens, cfg.base_image_seq_len, cfg.max_image_seq_len, cfg.base_shift, cfg.max_shift))
     ref.set_timesteps(sigmas=np.linspace(1.0, 1 / 4, 4), mu=model.shift_mu((1, 4, 2, 4, 4)))
     assert abs(float(ref.sigmas[-2]) - 0.1) < 1e-6  # the config's shift_terminal stretch
     assert torch.allclose(model.schedule(4, shape=(1, 4, 2, 4, 4)).sigmas.float(), ref.sigmas)
