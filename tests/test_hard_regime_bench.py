@@ -69,3 +69,20 @@ def test_verdict_counts_latent_mses_below_the_latents_resolution_as_equal():
     ours = [row("preciseinv hybrid (default)", 3, 2.45e-14, 0.4, floor=1e-15)]
     anderson = [row("fixed_point anderson", 5, 2.39e-14, 0.4, floor=1e-15)]
     assert not _bench().verdict([paper, *anderson, *ours])[0]["beats_anderson"]
+
+
+def test_the_envelope_reads_the_defaults_curve_between_its_runs():
+    bench = _bench()
+
+    def row(method, mse, s):
+        return {"case": "c", "method": method, "cap": 0, "latent_mse": mse, "seconds": s}
+
+    # log MSE linear in cost between consecutive runs, and only where the later run is better
+    runs = [row(bench.DEFAULT, 1e-2, 10.0), row(bench.DEFAULT, 1e-1, 20.0), row(bench.DEFAULT, 1e-4, 30.0)]
+    assert bench.cost_to_reach(runs, 1e-2, "latent_mse", "seconds") == 10.0
+    assert bench.cost_to_reach(runs, 1e-3, "latent_mse", "seconds") == pytest.approx(20 + 10 * 2 / 3)
+    assert bench.cost_to_reach(runs, 1e-5, "latent_mse", "seconds") == float("inf")
+    assert bench.cost_to_reach(runs, 1e-5, "latent_mse", "seconds", floor=1e-4) == 30.0  # below the floor: equal
+    rivals = [row("fixed_point anderson", 1e-3, 22.5), row("fixed_point anderson", 1e-3, 21.0)]
+    e, = bench.envelope(runs + rivals)  # 26.7 <= 1.2 x 22.5, > 1.2 x 21
+    assert e["rivals"] == 2 and e["uncovered"] == [rivals[1]]
