@@ -357,7 +357,10 @@ def main(argv=None) -> int:
     p.add_argument("--only", default="", help="comma list of method label substrings to run")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--minutes", type=float, default=0.0, help="start no new case after this many minutes (0: none)")
+    p.add_argument("--render", action="store_true", help="no runs: rewrite the .md and figures from the .json")
     args = p.parse_args(argv)
+    if args.render:
+        return render(args.out)
     args.cmd = " ".join(sys.argv[1:] if argv is None else argv)
     if args.quick:
         args.steps, args.sources, args.batch, args.scale = "2", "photos", 1, 0.05
@@ -388,9 +391,22 @@ def main(argv=None) -> int:
 
 def write(rows, args) -> None:
     with open(f"{args.out}.json", "w") as f:
-        json.dump({"command": args.cmd, "rows": rows}, f, indent=1, default=str)
+        json.dump({"command": args.cmd, "load": args.load, "rows": rows}, f, indent=1, default=str)
     with open(f"{args.out}.md", "w") as f:
         f.write(markdown(rows, args))
+
+
+def render(out: str) -> int:
+    """Rewrite a finished run's report with the current analysis (verdict, envelope, NFE table, figures)."""
+    with open(f"{out}.json") as f:
+        saved = json.load(f)
+    words = saved["command"].split()
+    flag = lambda name, default: int(words[words.index(name) + 1]) if name in words else default  # noqa: E731
+    args = argparse.Namespace(out=out, cmd=saved["command"], load=saved.get("load", "not recorded"),
+                              batch=flag("--batch", 4), threads=flag("--threads", 1))
+    write(saved["rows"], args)
+    plot(saved["rows"], args.out)
+    return 0
 
 
 if __name__ == "__main__":

@@ -378,7 +378,7 @@ def solve_anderson(problem: StepProblem, x_init: Tensor, *, eta, max_iters: int 
 
     One network call per iteration; returns the best evaluated iterate, but a row at the cap its next, unevaluated
     one while its last residual is within ``last``-fold of its best (``inf``: always, the fixed-point methods;
-    10: PreciseInv, not where Anderson diverges). ``depth=1`` is the plain fixed-point iteration. ``seed = (x0,
+    1: PreciseInv, only while the last call set the best). ``depth=1`` is the plain fixed-point iteration. ``seed = (x0,
     r0)``, a point already evaluated whose image is ``x_init`` (the naive warm start), enters the history for free.
 
     With ``probe(rows, x, rate) -> (x, residual, won)`` and ``switch`` > 0, a sample whose best residual fell
