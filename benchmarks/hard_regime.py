@@ -391,7 +391,8 @@ def main(argv=None) -> int:
 
 def write(rows, args) -> None:
     with open(f"{args.out}.json", "w") as f:
-        json.dump({"command": args.cmd, "load": args.load, "rows": rows}, f, indent=1, default=str)
+        json.dump({"command": args.cmd, "load": args.load, "batch": args.batch, "threads": args.threads, "rows": rows},
+                  f, indent=1, default=str)
     with open(f"{args.out}.md", "w") as f:
         f.write(markdown(rows, args))
 
@@ -400,10 +401,10 @@ def render(out: str) -> int:
     """Rewrite a finished run's report with the current analysis (verdict, envelope, NFE table, figures)."""
     with open(f"{out}.json") as f:
         saved = json.load(f)
-    words = saved["command"].split()
+    words = saved["command"].split()  # files written before batch and threads were stored: read from the command
     flag = lambda name, default: int(words[words.index(name) + 1]) if name in words else default  # noqa: E731
     args = argparse.Namespace(out=out, cmd=saved["command"], load=saved.get("load", "not recorded"),
-                              batch=flag("--batch", 4), threads=flag("--threads", 1))
+                              batch=saved.get("batch", flag("--batch", 4)), threads=saved.get("threads", flag("--threads", 1)))
     write(saved["rows"], args)
     plot(saved["rows"], args.out)
     return 0

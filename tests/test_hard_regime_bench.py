@@ -30,6 +30,11 @@ def test_quick_oracle_run_writes_results(tmp_path):
     assert "## Verdict" in text and "--quick --families oracle" in text and "oracle 2" in text
     verdicts = [line for line in text.splitlines() if line.startswith("| oracle-")][:len(cases)]
     assert len(verdicts) == len(cases) and all(line.endswith(("**yes** |", "**NO** |")) for line in verdicts)
+    # --render rewrites the report from the json alone, figures included, with the stored command and load
+    for suffix in [".md", *(f"-{c.replace(' ', '_')}.png" for c in cases)]:
+        os.remove(out + suffix)
+    assert bench.main(["--render", "--out", out]) == 0
+    assert open(out + ".md").read() == text and all(os.path.exists(f"{out}-{c.replace(' ', '_')}.png") for c in cases)
 
 
 def test_a_time_budget_keeps_the_cases_already_done(tmp_path):
