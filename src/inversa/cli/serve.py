@@ -21,7 +21,7 @@ from torch import Tensor
 from inversa.core.errors import InversaError
 
 PAGE_STEPS = 4  # the page's defaults: a job takes seconds on the embedded model
-PAGE_METHOD = "preciseinv"  # the library default: on the precision-time envelope of the trained models (hard_regime)
+PAGE_METHOD = "preciseinv"  # the library default (benchmarks/hard_regime: ahead of the paper on every trained-model case)
 MAX_UPLOAD_MB = 20
 UPLOAD_MEGAPIXELS = 25.0  # decoded size cap: a small file can hold a huge image
 DISPLAY = 192  # pixels: a 64 px model's images are shown enlarged, each pixel a square
