@@ -141,7 +141,7 @@ def card(kind: str, out: dict, training: dict, captions: list[str], pipe) -> str
         f"  `benchmarks/sibling_card.py --kind {kind} --run RUN --write-card`.", "",
         "![loss curve](loss.png)", "",
         f"## Evaluation ({out['count']} held-out captions, guidance {out['guidance']})", "",
-        f"`benchmarks/sibling_card.py` with `benchmarks/eval_tiny.py`'s measures (see the embedded model's card): the teacher",
+        "`benchmarks/sibling_card.py` with `benchmarks/eval_tiny.py`'s measures (see the embedded model's card): the teacher",
         f"(embedded model, DDIM {teacher['steps']} steps, CFG) and this model with its own scheduler. 'gap' = the largest",
         "shortfall below the teacher over the columns, in percentage points (IoU x 100).", "",
         "| | object colour (at its place) | object colour (anywhere) | background colour | mask IoU | centred IoU | shape | position |",
@@ -155,7 +155,7 @@ def card(kind: str, out: dict, training: dict, captions: list[str], pipe) -> str
         E._row("generator (upper bound)", out["generator"]), "",
         "**Status:** " + "; ".join(f"{r['steps']} steps {'within' if r['max_gap_to_teacher_points'] <= 10 else 'not within'}"
                                    " 10 points of the teacher" for r in sib) + ".", "",
-        f"![samples](samples.png)", "",
+        "![samples](samples.png)", "",
         f"Samples at {sib[-1]['steps']} steps, row by row (10 per row):", "",
     ] + [f"{i + 1}. {c}" for i, c in enumerate(captions)]
     return "\n".join(lines) + "\n"

@@ -775,7 +775,7 @@ def test_fuzzed_coco_pie_and_inversion_metadata_raise_only_inversa_errors(saved,
                 assert os.path.realpath(item.image_path).startswith(os.path.realpath(pie))
         except InversaError:
             pass
-    inv, model = saved[0], tiny_model("sd")
+    model = tiny_model("sd")
     path = variant(saved, "fuzz")
     with safe_open(path, framework="pt") as f:
         meta, tensors = json.loads(f.metadata()["inversa"]), {k: f.get_tensor(k) for k in f.keys()}

@@ -114,7 +114,6 @@ def test_schedule_and_network_time_follow_the_stock_pipeline(family, flow_model)
     model = flow_model(family)
     z = model.encode(_image())
     sched = model.schedule(4, shape=z.shape)
-    pipe = stock_pipe(model)
     levels = []
     cb = lambda p, i, t, kw: (levels.append((float(t), float(p.scheduler.sigmas[i]))), {})[1]  # noqa: E731
     stock_t = _network_times(model, lambda: stock_latents(model, [""], torch.randn_like(z), 4, callback_on_step_end=cb,
@@ -145,7 +144,7 @@ def test_flux2_latent_is_the_patchified_batch_normalised_vae_latent(flow_model):
 def test_side_state_replay_is_refused_with_the_reason(family, flow_model):
     model = flow_model(family)
     inv = invert(model, _image(), "a red circle", method="polaris", steps=2, guidance=2.0)
-    with pytest.raises(InversaError, match=f"cannot replay a polaris inversion: .+; use inversa.reconstruct"):
+    with pytest.raises(InversaError, match="cannot replay a polaris inversion: .+; use inversa.reconstruct"):
         stock_callback(model.pipe, inv)
 
 

@@ -10,7 +10,6 @@ from inversa.core.replay import denoise
 from inversa.editing.edit import edit, sample_branches
 from inversa.inversion.api import schedule_of
 from inversa.io.result import Inversion
-from inversa.methods import cfgpp
 from inversa.models.oracle import GaussianModel, affine_preimage
 
 SRC, TGT = "a red circle", "a blue circle"
